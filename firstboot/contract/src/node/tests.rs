@@ -1,0 +1,192 @@
+//! Tests of node metadata parsing and validation against the seed fixtures.
+
+use super::*;
+
+fn fixture(host: &str, file: &str) -> String {
+    let path = format!(
+        "{}/../../tests/fixtures/metadata/seed-ha/{host}/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn seed(host: &str) -> (MetaData, NodeSettings) {
+    (
+        parse_meta_data(&fixture(host, "meta-data")).unwrap(),
+        parse_user_data(&fixture(host, "user-data")).unwrap(),
+    )
+}
+
+fn field_errors(meta: &MetaData, s: &NodeSettings) -> Vec<FieldError> {
+    match NodeConfig::from_parts(meta, s) {
+        Err(NodeError::Invalid(v)) => v,
+        other => panic!("expected field errors, got {other:?}"),
+    }
+}
+
+fn assert_field(meta: &MetaData, s: &NodeSettings, field: &str, reason_part: &str) {
+    let errs = field_errors(meta, s);
+    assert!(
+        errs.iter()
+            .any(|e| e.field == field && e.reason.contains(reason_part)),
+        "no error on {field} containing {reason_part:?}: {errs:?}"
+    );
+}
+
+#[test]
+fn every_seed_node_validates() {
+    for host in [
+        "k8s-master1",
+        "k8s-master2",
+        "k8s-master3",
+        "k8s-node1",
+        "k8s-node2",
+        "k8s-node3",
+    ] {
+        let (m, s) = seed(host);
+        let c = NodeConfig::from_parts(&m, &s).unwrap_or_else(|e| panic!("{host}: {e}"));
+        assert_eq!(c.hostname, host);
+        assert_eq!(c.endpoint.port, 16443);
+        assert_eq!(c.endpoint.vip.to_string(), "192.168.147.154");
+        assert_eq!(c.pod_cidr.to_string(), "10.244.0.0/16");
+        assert_eq!(c.members().count(), 6);
+        assert_eq!(c.is_initialiser(), host == "k8s-master1");
+        assert_eq!(c.kubernetes_version.to_string(), "1.20.0");
+    }
+}
+
+#[test]
+fn secrets_are_redacted_in_debug() {
+    let (m, s) = seed("k8s-master2");
+    let c = NodeConfig::from_parts(&m, &s).unwrap();
+    let text = format!("{c:?}");
+    assert!(!text.contains("0123456789abcdef"), "{text}");
+    assert!(!text.contains("k8sVRRP1"), "{text}");
+    assert!(text.contains("<redacted>"));
+}
+
+#[test]
+fn bad_pod_cidr_names_the_field() {
+    let (m, mut s) = seed("k8s-node1");
+    s.pod_cidr = "10.244.0.0/99".into();
+    assert_field(&m, &s, "nodebake.pod_cidr", "larger than 32");
+    let err = NodeConfig::from_parts(&m, &s).unwrap_err().to_string();
+    assert!(err.contains("pod_cidr"), "{err}");
+}
+
+#[test]
+fn every_bad_input_is_named() {
+    let (m, s) = seed("k8s-node1");
+    let mut bad = m.clone();
+    bad.local_hostname = "K8s_Node1".into();
+    assert_field(&bad, &s, "local-hostname", "RFC 1123");
+
+    let mut t = s.clone();
+    t.role = "king".into();
+    assert_field(&m, &t, "nodebake.role", "unknown role");
+
+    let mut t = s.clone();
+    t.workers[1].name = "k8s-master1".into();
+    assert_field(&m, &t, "nodebake.workers", "duplicate name");
+
+    let mut t = s.clone();
+    t.workers[1].ip = "192.168.147.137".into();
+    assert_field(&m, &t, "nodebake.workers", "duplicate IP");
+
+    let mut t = s.clone();
+    t.masters[2].ip = "10.9.9.9".into();
+    assert_field(&m, &t, "nodebake.masters", "outside the node subnet");
+
+    let mut t = s.clone();
+    t.control_plane_endpoint.vip = "192.168.147.141".into();
+    assert_field(&m, &t, "nodebake.control_plane_endpoint.vip", "also the IP");
+
+    let mut t = s.clone();
+    t.node_ip = "192.168.147.142/24".into();
+    assert_field(&m, &t, "nodebake.node_ip", "differs");
+
+    let mut t = s.clone();
+    t.service_cidr = "10.244.0.0/16".into();
+    assert_field(&m, &t, "nodebake.service_cidr", "overlaps");
+
+    let mut t = s.clone();
+    t.kube_proxy_mode = "nftables".into();
+    assert_field(&m, &t, "nodebake.kube_proxy_mode", "unknown mode");
+
+    let mut t = s.clone();
+    t.initialiser = "k8s-node1".into();
+    assert_field(&m, &t, "nodebake.initialiser", "not one of the masters");
+
+    let mut t = s.clone();
+    t.secrets.ca_cert_hash = None;
+    assert_field(&m, &t, "nodebake.secrets.ca_cert_hash", "missing");
+
+    let mut t = s.clone();
+    t.secrets.bootstrap_token = Some(Secret::new("nope"));
+    assert_field(
+        &m,
+        &t,
+        "nodebake.secrets.bootstrap_token",
+        "bootstrap token",
+    );
+
+    let mut t = s.clone();
+    t.kubernetes_version = "1.20".into();
+    assert_field(&m, &t, "nodebake.kubernetes_version", "not a version");
+}
+
+#[test]
+fn masters_need_their_secrets() {
+    let (m, mut s) = seed("k8s-master2");
+    s.secrets.vrrp_password = None;
+    s.secrets.certificate_key = None;
+    let errs = field_errors(&m, &s);
+    let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+    assert!(
+        fields.contains(&"nodebake.secrets.vrrp_password"),
+        "{errs:?}"
+    );
+    assert!(
+        fields.contains(&"nodebake.secrets.certificate_key"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn all_errors_are_reported_at_once() {
+    let (m, mut s) = seed("k8s-node1");
+    s.pod_cidr = "x".into();
+    s.service_cidr = "y".into();
+    assert!(field_errors(&m, &s).len() >= 2);
+}
+
+#[test]
+fn unknown_fields_are_refused() {
+    let text = fixture("k8s-node1", "user-data")
+        .replace("  cni: flannel\n", "  cni: flannel\n  colour: blue\n");
+    let err = parse_user_data(&text).unwrap_err().to_string();
+    assert!(err.contains("unknown field `colour`"), "{err}");
+    assert!(parse_user_data("#cloud-config\npackages: [vim]\n")
+        .unwrap_err()
+        .to_string()
+        .contains("no top-level `nodebake`"));
+}
+
+#[test]
+fn render_round_trips() {
+    let (_, s) = seed("k8s-master1");
+    let text = render_user_data(&s);
+    assert!(text.starts_with("#cloud-config\n"));
+    assert_eq!(parse_user_data(&text).unwrap(), s);
+}
+
+#[test]
+fn local_file_holds_both_documents() {
+    let text = format!(
+        "{}{}",
+        fixture("k8s-node2", "meta-data"),
+        fixture("k8s-node2", "user-data").replace("#cloud-config\n", "")
+    );
+    let c = NodeConfig::from_local_file(&text).unwrap();
+    assert_eq!(c.hostname, "k8s-node2");
+}

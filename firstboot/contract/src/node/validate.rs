@@ -1,0 +1,566 @@
+//! All-or-nothing validation of node metadata into a [`NodeConfig`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use super::{
+    Endpoint, FieldError, FirewalldPolicy, Ipv4Cidr, KubeProxyMode, KubeVersion, Member,
+    MemberSettings, MetaData, NodeConfig, NodeSettings, Secrets, NODE_SCHEMA_VERSION,
+};
+use crate::profile::Role;
+
+/// Collects field errors while validating.
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn add(&mut self, field: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.into(),
+            reason: reason.into(),
+        });
+    }
+
+    /// Records `r`'s error under `field` and returns its value.
+    fn take<T>(&mut self, field: &str, r: Result<T, String>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.add(field, e);
+                None
+            }
+        }
+    }
+}
+
+/// Whether `s` is an RFC 1123 host name in lower case (labels of `a-z0-9-`,
+/// 1–63 characters, no leading or trailing `-`, 253 characters at most).
+pub(crate) fn check_hostname(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("is empty".into());
+    }
+    if s.len() > 253 {
+        return Err(format!("`{s}` is longer than 253 characters"));
+    }
+    for label in s.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!(
+                "`{s}` is not an RFC 1123 host name (lower-case labels of a-z, 0-9 and `-`, 1-63 characters, not starting or ending with `-`)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn parse_ip(s: &str) -> Result<Ipv4Addr, String> {
+    Ipv4Addr::from_str(s).map_err(|_| format!("`{s}` is not an IPv4 address"))
+}
+
+fn parse_version(s: &str) -> Result<KubeVersion, String> {
+    let bad = || format!("`{s}` is not a version MAJOR.MINOR.PATCH");
+    let parts: Vec<u32> = s
+        .strip_prefix('v')
+        .unwrap_or(s)
+        .split('.')
+        .map(|p| p.parse::<u32>().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    match parts[..] {
+        [major, minor, patch] if major == 1 => Ok(KubeVersion {
+            major,
+            minor,
+            patch,
+        }),
+        [_, _, _] => Err(format!("`{s}`: only Kubernetes 1.x exists")),
+        _ => Err(bad()),
+    }
+}
+
+fn check_token_chars(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+fn check_bootstrap_token(s: &str) -> Result<(), String> {
+    match s.split_once('.') {
+        Some((id, secret))
+            if id.len() == 6
+                && secret.len() == 16
+                && check_token_chars(id)
+                && check_token_chars(secret) =>
+        {
+            Ok(())
+        }
+        _ => Err("is not a bootstrap token `[a-z0-9]{6}.[a-z0-9]{16}`".into()),
+    }
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn check_simple_name(s: &str, what: &str) -> Result<(), String> {
+    if s.is_empty()
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(format!("`{s}` is not a {what} (a-z, 0-9, `-`, `_`)"));
+    }
+    Ok(())
+}
+
+fn members(errs: &mut Errors, field: &str, list: &[MemberSettings]) -> Vec<Member> {
+    let mut out = Vec::new();
+    for (i, m) in list.iter().enumerate() {
+        let name = errs.take(&format!("{field}[{i}].name"), check_hostname(&m.name));
+        let ip = errs.take(&format!("{field}[{i}].ip"), parse_ip(&m.ip));
+        if let (Some(()), Some(ip)) = (name, ip) {
+            out.push(Member {
+                name: m.name.clone(),
+                ip,
+            });
+        }
+    }
+    out
+}
+
+/// Validates everything; see [`NodeConfig::from_parts`].
+pub(super) fn validate(meta: &MetaData, s: &NodeSettings) -> Result<NodeConfig, Vec<FieldError>> {
+    let mut e = Errors::default();
+    let n = |f: &str| format!("nodebake.{f}");
+
+    if s.schema_version != NODE_SCHEMA_VERSION {
+        e.add(
+            n("schema_version"),
+            format!(
+                "version {} is not supported (this agent reads version {NODE_SCHEMA_VERSION})",
+                s.schema_version
+            ),
+        );
+    }
+    if meta.instance_id.trim().is_empty() {
+        e.add("instance-id", "is empty");
+    }
+    let hostname = e.take("local-hostname", check_hostname(&meta.local_hostname));
+    let role = match s.role.as_str() {
+        "master" => Some(Role::Master),
+        "worker" => Some(Role::Worker),
+        other => {
+            e.add(
+                n("role"),
+                format!("unknown role `{other}` (expected `master` or `worker`)"),
+            );
+            None
+        }
+    };
+    let node_ip = e.take(&n("node_ip"), Ipv4Cidr::parse_address(&s.node_ip));
+    if let Some(ip) = node_ip {
+        if ip.prefix == 0 || ip.prefix > 30 {
+            e.add(
+                n("node_ip"),
+                format!("prefix /{} leaves no usable subnet", ip.prefix),
+            );
+        } else if ip.addr == ip.network() || ip.addr == ip.broadcast() {
+            e.add(
+                n("node_ip"),
+                format!("{} is the network or broadcast address of {ip}", ip.addr),
+            );
+        }
+    }
+    if s.interface.is_empty()
+        || s.interface.len() > 15
+        || s.interface.contains(['/', ' ', '\t', '\n'])
+    {
+        e.add(
+            n("interface"),
+            format!(
+                "`{}` is not an interface name (1-15 characters, no `/` or spaces)",
+                s.interface
+            ),
+        );
+    }
+    e.take(&n("cluster_name"), check_hostname(&s.cluster_name));
+    let version = e.take(
+        &n("kubernetes_version"),
+        parse_version(&s.kubernetes_version),
+    );
+
+    let ep = &s.control_plane_endpoint;
+    e.take(
+        &n("control_plane_endpoint.dns_name"),
+        check_hostname(&ep.dns_name),
+    );
+    let vip = e.take(&n("control_plane_endpoint.vip"), parse_ip(&ep.vip));
+    if ep.port == 0 {
+        e.add(n("control_plane_endpoint.port"), "port 0 is not a port");
+    }
+
+    if s.masters.is_empty() {
+        e.add(n("masters"), "lists no master");
+    }
+    let masters = members(&mut e, &n("masters"), &s.masters);
+    let workers = members(&mut e, &n("workers"), &s.workers);
+    let mut names: HashMap<&str, &str> = HashMap::new();
+    let mut ips: HashMap<Ipv4Addr, &str> = HashMap::new();
+    for (kind, list) in [("masters", &masters), ("workers", &workers)] {
+        for m in list.iter() {
+            if let Some(prev) = names.insert(&m.name, kind) {
+                e.add(
+                    n(kind),
+                    format!("duplicate name `{}` (also in {prev})", m.name),
+                );
+            }
+            if let Some(prev) = ips.insert(m.ip, &m.name) {
+                e.add(
+                    n(kind),
+                    format!("duplicate IP {} (`{}` and `{prev}`)", m.ip, m.name),
+                );
+            }
+            if let Some(net) = node_ip {
+                if !net.contains(m.ip) {
+                    e.add(
+                        n(kind),
+                        format!(
+                            "IP {} of `{}` is outside the node subnet {}/{}",
+                            m.ip,
+                            m.name,
+                            net.network(),
+                            net.prefix
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    if let (Some(vip), Some(net)) = (vip, node_ip) {
+        if !net.contains(vip) {
+            e.add(
+                n("control_plane_endpoint.vip"),
+                format!(
+                    "{vip} is outside the node subnet {}/{}",
+                    net.network(),
+                    net.prefix
+                ),
+            );
+        }
+        if let Some(owner) = ips.get(&vip) {
+            e.add(
+                n("control_plane_endpoint.vip"),
+                format!("{vip} is also the IP of `{owner}`"),
+            );
+        }
+    }
+    if !masters.iter().any(|m| m.name == s.initialiser) {
+        e.add(
+            n("initialiser"),
+            format!("`{}` is not one of the masters", s.initialiser),
+        );
+    }
+    if let (Some(()), Some(role), Some(ip)) = (hostname, role, node_ip) {
+        let (list, kind) = match role {
+            Role::Master => (&masters, "masters"),
+            Role::Worker => (&workers, "workers"),
+        };
+        match list.iter().find(|m| m.name == meta.local_hostname) {
+            None => e.add(
+                n(kind),
+                format!(
+                    "this node `{}` is not listed among the {kind}",
+                    meta.local_hostname
+                ),
+            ),
+            Some(m) if m.ip != ip.addr => e.add(
+                n("node_ip"),
+                format!(
+                    "{} differs from the IP {} listed for `{}`",
+                    ip.addr, m.ip, m.name
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+
+    let pod = e.take(&n("pod_cidr"), Ipv4Cidr::parse_block(&s.pod_cidr));
+    let svc = e.take(&n("service_cidr"), Ipv4Cidr::parse_block(&s.service_cidr));
+    if let (Some(p), Some(sv)) = (pod, svc) {
+        if p.overlaps(&sv) {
+            e.add(n("service_cidr"), format!("{sv} overlaps the pod CIDR {p}"));
+        }
+    }
+    if let Some(net) = node_ip {
+        let net = Ipv4Cidr {
+            addr: net.network(),
+            prefix: net.prefix,
+        };
+        for (f, c) in [("pod_cidr", pod), ("service_cidr", svc)] {
+            if let Some(c) = c {
+                if c.overlaps(&net) {
+                    e.add(n(f), format!("{c} overlaps the node subnet {net}"));
+                }
+            }
+        }
+    }
+    e.take(&n("dns_domain"), check_hostname(&s.dns_domain));
+    let proxy = match s.kube_proxy_mode.as_str() {
+        "iptables" => Some(KubeProxyMode::Iptables),
+        "ipvs" => Some(KubeProxyMode::Ipvs),
+        other => {
+            e.add(
+                n("kube_proxy_mode"),
+                format!("unknown mode `{other}` (expected `iptables` or `ipvs`)"),
+            );
+            None
+        }
+    };
+    e.take(&n("cni"), check_simple_name(&s.cni, "CNI name"));
+    for (i, server) in s.ntp_servers.iter().enumerate() {
+        if parse_ip(server).is_err() {
+            e.take(&n(&format!("ntp_servers[{i}]")), check_hostname(server));
+        }
+    }
+    if s.image_repository.is_empty()
+        || s.image_repository.contains("://")
+        || s.image_repository.contains(char::is_whitespace)
+    {
+        e.add(
+            n("image_repository"),
+            format!(
+                "`{}` is not a registry path (no scheme, no spaces)",
+                s.image_repository
+            ),
+        );
+    }
+    for (host, urls) in &s.registry_mirrors {
+        if host.is_empty() || host.contains(['/', ' ']) {
+            e.add(
+                n("registry_mirrors"),
+                format!("`{host}` is not a registry host"),
+            );
+        }
+        if urls.is_empty() {
+            e.add(n("registry_mirrors"), format!("`{host}` lists no mirror"));
+        }
+        for u in urls {
+            let ok = (u.starts_with("https://") || u.starts_with("http://"))
+                && !u.contains(char::is_whitespace)
+                && !u.contains('"');
+            if !ok {
+                e.add(
+                    n(&format!("registry_mirrors.{host}")),
+                    format!("`{u}` is not an http(s) URL"),
+                );
+            }
+        }
+    }
+    let firewalld = match s.firewalld.as_str() {
+        "disable" => Some(FirewalldPolicy::Disable),
+        "open-ports" => Some(FirewalldPolicy::OpenPorts),
+        other => {
+            e.add(
+                n("firewalld"),
+                format!("unknown policy `{other}` (expected `disable` or `open-ports`)"),
+            );
+            None
+        }
+    };
+    for (k, v) in &s.kubelet_extra_args {
+        if check_simple_name(k, "flag name").is_err() || k.contains('_') {
+            e.add(
+                n("kubelet_extra_args"),
+                format!("`{k}` is not a flag name (a-z, 0-9, `-`, no leading dashes)"),
+            );
+        } else if k == "node-ip" {
+            e.add(
+                n("kubelet_extra_args"),
+                "`node-ip` is set from `node_ip`; remove it here",
+            );
+        }
+        if v.contains(['\n', '"', '\'', '\\']) || v.contains(char::is_whitespace) {
+            e.add(
+                n(&format!("kubelet_extra_args.{k}")),
+                "values may not contain spaces, quotes or backslashes",
+            );
+        }
+    }
+    let profile = s.profile.clone().unwrap_or_else(|| s.role.clone());
+    e.take(&n("profile"), check_simple_name(&profile, "profile name"));
+
+    let secrets = validate_secrets(&mut e, s, role, meta.local_hostname == s.initialiser);
+
+    if !e.0.is_empty() {
+        return Err(e.0);
+    }
+    // Every Option below is Some: a None always recorded an error.
+    let (Some(role), Some(node_ip), Some(version), Some(vip), Some(pod), Some(svc)) =
+        (role, node_ip, version, vip, pod, svc)
+    else {
+        unreachable!("validation recorded no error but a value is missing")
+    };
+    let (Some(proxy), Some(firewalld), Some(secrets)) = (proxy, firewalld, secrets) else {
+        unreachable!("validation recorded no error but a value is missing")
+    };
+    Ok(NodeConfig {
+        instance_id: meta.instance_id.clone(),
+        hostname: meta.local_hostname.clone(),
+        role,
+        initialiser: s.initialiser.clone(),
+        node_ip,
+        interface: s.interface.clone(),
+        cluster_name: s.cluster_name.clone(),
+        kubernetes_version: version,
+        endpoint: Endpoint {
+            dns_name: ep.dns_name.clone(),
+            vip,
+            port: ep.port,
+        },
+        masters,
+        workers,
+        pod_cidr: pod,
+        service_cidr: svc,
+        dns_domain: s.dns_domain.clone(),
+        kube_proxy_mode: proxy,
+        cni: s.cni.clone(),
+        ntp_servers: s.ntp_servers.clone(),
+        image_repository: s.image_repository.clone(),
+        registry_mirrors: s.registry_mirrors.clone(),
+        firewalld,
+        kubelet_extra_args: s.kubelet_extra_args.clone(),
+        profile,
+        secrets,
+    })
+}
+
+/// Checks secret formats and that the role has the secrets it needs:
+/// every node a bootstrap token; joining nodes the CA cert hash; masters
+/// the VRRP password and either the CA material or a certificate key.
+fn validate_secrets(
+    e: &mut Errors,
+    s: &NodeSettings,
+    role: Option<Role>,
+    is_initialiser: bool,
+) -> Option<Secrets> {
+    let sec = &s.secrets;
+    let f = |x: &str| format!("nodebake.secrets.{x}");
+    let before = e.0.len();
+    let role_name = s.role.as_str();
+    match &sec.bootstrap_token {
+        Some(t) => {
+            e.take(&f("bootstrap_token"), check_bootstrap_token(t.expose()));
+        }
+        None => e.add(
+            f("bootstrap_token"),
+            format!("missing (required for role `{role_name}`)"),
+        ),
+    }
+    match &sec.ca_cert_hash {
+        Some(h) => {
+            let ok = h.strip_prefix("sha256:").is_some_and(|x| is_hex(x, 64));
+            if !ok {
+                e.add(
+                    f("ca_cert_hash"),
+                    "is not `sha256:` followed by 64 hex digits",
+                );
+            }
+        }
+        None if !(role == Some(Role::Master) && is_initialiser) => e.add(
+            f("ca_cert_hash"),
+            format!("missing (required for role `{role_name}` to join)"),
+        ),
+        None => {}
+    }
+    if let Some(k) = &sec.certificate_key {
+        if !is_hex(k.expose(), 64) {
+            e.add(f("certificate_key"), "is not 64 hex digits");
+        }
+    }
+    if let Some(p) = &sec.vrrp_password {
+        let len = p.expose().chars().count();
+        if len == 0 || len > 8 {
+            e.add(
+                f("vrrp_password"),
+                "must be 1-8 characters (keepalived truncates longer passwords)",
+            );
+        }
+    }
+    if let Some(ca) = &sec.ca {
+        let pems: BTreeMap<&str, &str> = [
+            ("ca.ca_crt", ca.ca_crt.as_str()),
+            ("ca.ca_key", ca.ca_key.expose()),
+            ("ca.front_proxy_ca_crt", ca.front_proxy_ca_crt.as_str()),
+            ("ca.front_proxy_ca_key", ca.front_proxy_ca_key.expose()),
+            ("ca.etcd_ca_crt", ca.etcd_ca_crt.as_str()),
+            ("ca.etcd_ca_key", ca.etcd_ca_key.expose()),
+            ("ca.sa_key", ca.sa_key.expose()),
+            ("ca.sa_pub", ca.sa_pub.as_str()),
+        ]
+        .into_iter()
+        .collect();
+        for (name, pem) in pems {
+            if !pem.trim_start().starts_with("-----BEGIN ") {
+                e.add(f(name), "is not PEM text");
+            }
+        }
+    }
+    if role == Some(Role::Master) {
+        if sec.vrrp_password.is_none() {
+            e.add(f("vrrp_password"), "missing (required for role `master`)");
+        }
+        if sec.ca.is_none() && sec.certificate_key.is_none() {
+            e.add(
+                f("certificate_key"),
+                "missing: masters need either `ca` material or a `certificate_key`",
+            );
+        }
+    }
+    if e.0.len() != before {
+        return None;
+    }
+    Some(Secrets {
+        bootstrap_token: sec.bootstrap_token.clone()?,
+        ca_cert_hash: sec.ca_cert_hash.clone(),
+        certificate_key: sec.certificate_key.clone(),
+        vrrp_password: sec.vrrp_password.clone(),
+        ca: sec.ca.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames_follow_rfc1123() {
+        assert!(check_hostname("k8s-node1").is_ok());
+        assert!(check_hostname("master.k8s.io").is_ok());
+        assert!(check_hostname("K8s").is_err());
+        assert!(check_hostname("-a").is_err());
+        assert!(check_hostname("a-").is_err());
+        assert!(check_hostname("a..b").is_err());
+        assert!(check_hostname("a_b").is_err());
+        assert!(check_hostname(&"a".repeat(64)).is_err());
+        assert!(check_hostname("").is_err());
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("v1.20.0").unwrap().minor, 20);
+        assert!(parse_version("1.20").is_err());
+        assert!(parse_version("2.0.0").is_err());
+        assert!(parse_version("1.x.0").is_err());
+    }
+
+    #[test]
+    fn tokens() {
+        assert!(check_bootstrap_token("abcdef.0123456789abcdef").is_ok());
+        assert!(check_bootstrap_token("abcdef0123456789abcdef").is_err());
+        assert!(check_bootstrap_token("ABCDEF.0123456789abcdef").is_err());
+    }
+}

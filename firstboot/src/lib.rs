@@ -1,0 +1,1 @@
+//! nodebake first-boot agent.
