@@ -1,0 +1,21 @@
+//! nodebake builder library: image specs, the content-addressed input
+//! store, payload unpackers (tar, RPM, DEB), the in-memory file tree and the
+//! output writers. The `nodebake` binary is a thin CLI over it.
+
+pub mod arch;
+pub mod atomic;
+pub mod blobs;
+pub mod build;
+pub mod compress;
+pub mod hashio;
+pub mod inspect;
+pub mod manifest;
+pub mod output;
+pub mod pkgdb;
+pub mod progress;
+pub mod rpm;
+pub mod spec;
+pub mod store;
+pub mod tree;
+pub mod unpack;
+pub mod verify;
