@@ -1,0 +1,344 @@
+//! The agent's verbs: `run` (every step, journaled, run once), `plan`
+//! (ordered steps with reasons, no changes) and `status` (journal).
+//!
+//! Everything is validated before the first change: metadata, image
+//! metadata and role profile are loaded and checked, then the steps run.
+
+use anyhow::{bail, Context, Result};
+use nodebake_contract::image::ImageMetadata;
+use nodebake_contract::layout;
+use nodebake_contract::node::NodeConfig;
+use nodebake_contract::profile::{Role, RoleProfile};
+
+use crate::journal::{now, Journal};
+use crate::metadata::{self, http::RetryPolicy, DiscoveryOptions, Metadata};
+use crate::notify::notify;
+use crate::root::Root;
+use crate::runner::Runner;
+use crate::step::{ContainerdSettings, Ctx, Pending, Step};
+use crate::steps;
+
+/// Options of `run` and `plan`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Root all files are changed under.
+    pub root: Root,
+    /// Explicit metadata source (`--metadata`), else discovery.
+    pub metadata: Option<String>,
+    /// Run even when the done marker exists (every step is re-checked).
+    pub again: bool,
+    /// containerd location.
+    pub containerd: ContainerdSettings,
+    /// HTTP retry policy.
+    pub retry: RetryPolicy,
+    /// Test hook: fail right after applying this step, before it is
+    /// journaled, as if the agent had been killed there.
+    pub fail_after: Option<String>,
+}
+
+impl RunOptions {
+    /// Options for `root` with defaults.
+    pub fn new(root: Root) -> Self {
+        Self {
+            root,
+            metadata: None,
+            again: false,
+            containerd: ContainerdSettings::default(),
+            retry: metadata::default_retry(),
+            fail_after: None,
+        }
+    }
+}
+
+/// How one step ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// Journaled as finished for this metadata by an earlier run.
+    Journaled,
+    /// Its postcondition already held.
+    AlreadyInPlace,
+    /// Applied; items that could not be verified because commands were
+    /// skipped are listed.
+    Applied {
+        /// Runtime items left unverified (recording runner).
+        unverified: Vec<String>,
+    },
+}
+
+/// What `run` did.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    /// Where the metadata came from (None when already complete).
+    pub source: Option<String>,
+    /// Each step and its outcome, in order.
+    pub steps: Vec<(String, StepOutcome)>,
+    /// Files changed, in order.
+    pub changed: Vec<String>,
+    /// Actions recorded as skipped by the runner.
+    pub skipped: Vec<String>,
+    /// True when the done marker was there and nothing ran.
+    pub already_complete: bool,
+}
+
+/// Everything a run needs, loaded and validated before any change.
+pub struct Loaded {
+    /// The metadata.
+    pub metadata: Metadata,
+    /// The validated node.
+    pub node: NodeConfig,
+    /// Image metadata, when the root has it.
+    pub image: Option<ImageMetadata>,
+    /// The role profile in effect.
+    pub profile: RoleProfile,
+}
+
+/// Fetches metadata (explicit source or discovery) and validates it.
+pub fn load(opts: &RunOptions, live: bool) -> Result<Loaded> {
+    let d = DiscoveryOptions {
+        root: opts.root.clone(),
+        live,
+        retry: opts.retry.clone(),
+    };
+    let metadata = match &opts.metadata {
+        Some(spec) => {
+            let m = metadata::explicit(spec, &d)
+                .fetch()
+                .with_context(|| format!("metadata source {spec}"))?
+                .with_context(|| format!("{spec} holds no metadata"))?;
+            eprintln!(
+                "nodebake-firstboot: metadata from {} (--metadata)",
+                m.source
+            );
+            m
+        }
+        None => metadata::fetch_first(&metadata::discover(&d))?,
+    };
+    let node = metadata.node_config()?;
+    let image = load_image(&opts.root)?;
+    let profile = load_profile(&opts.root, &node)?;
+    Ok(Loaded {
+        metadata,
+        node,
+        image,
+        profile,
+    })
+}
+
+/// Reads [`layout::IMAGE_METADATA`] under `root`, if present.
+pub fn load_image(root: &Root) -> Result<Option<ImageMetadata>> {
+    root.read_opt(layout::IMAGE_METADATA)?
+        .map(|t| {
+            serde_json::from_str(&t).with_context(|| format!("parsing {}", layout::IMAGE_METADATA))
+        })
+        .transpose()
+}
+
+/// The role profile: `<PROFILES_DIR>/<profile>.toml` when baked; the
+/// built-in one for the role when the node names no profile of its own.
+pub fn load_profile(root: &Root, node: &NodeConfig) -> Result<RoleProfile> {
+    let path = format!("{}/{}.toml", layout::PROFILES_DIR, node.profile);
+    let role_name = match node.role {
+        Role::Master => "master",
+        Role::Worker => "worker",
+    };
+    match root.read_opt(&path)? {
+        Some(text) => {
+            let p = RoleProfile::parse(&text, &node.profile).with_context(|| path.clone())?;
+            if p.role != node.role {
+                bail!("profile {path} is for another role than `{role_name}`");
+            }
+            Ok(p)
+        }
+        None if node.profile == role_name => Ok(RoleProfile {
+            name: role_name.into(),
+            role: node.role,
+            description: "built-in".into(),
+            kernel_modules: Vec::new(),
+            firewall_ports: Vec::new(),
+            enable_units: Vec::new(),
+            load_balancer: node.role == Role::Master,
+        }),
+        None => bail!(
+            "field `nodebake.profile`: profile `{}` is not baked ({path} is missing)",
+            node.profile
+        ),
+    }
+}
+
+/// One line of a plan.
+#[derive(Debug, Clone)]
+pub struct PlanLine {
+    /// Step id.
+    pub id: &'static str,
+    /// What the step is for.
+    pub describe: &'static str,
+    /// Why it would (or would not) run.
+    pub reason: String,
+}
+
+/// The ordered steps with the reason each would run. Changes nothing.
+pub fn plan(
+    loaded: &Loaded,
+    root: &Root,
+    runner: &dyn Runner,
+    cs: &ContainerdSettings,
+) -> Result<Vec<PlanLine>> {
+    let mut journal = Journal::load(root)?;
+    journal.bind_to(&loaded.metadata.digest(), &loaded.metadata.source);
+    let cx = ctx(loaded, root, runner, cs);
+    let mut out = Vec::new();
+    for s in steps::host_steps() {
+        let reason = if journal.is_done(s.id()) {
+            "done (journal)".to_string()
+        } else {
+            let p = s.check(&cx)?;
+            if p.is_empty() {
+                "nothing to do: already in place".into()
+            } else {
+                format!(
+                    "will apply: {}",
+                    p.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            }
+        };
+        out.push(PlanLine {
+            id: s.id(),
+            describe: s.describe(),
+            reason,
+        });
+    }
+    Ok(out)
+}
+
+fn ctx<'a>(
+    loaded: &'a Loaded,
+    root: &'a Root,
+    runner: &'a dyn Runner,
+    cs: &'a ContainerdSettings,
+) -> Ctx<'a> {
+    Ctx {
+        root,
+        runner,
+        node: &loaded.node,
+        image: loaded.image.as_ref(),
+        profile: &loaded.profile,
+        containerd: cs,
+        changed: Vec::new(),
+    }
+}
+
+/// Runs one step: check, apply when pending, verify.
+fn run_step(step: &dyn Step, cx: &mut Ctx<'_>) -> Result<StepOutcome> {
+    let pending = step.check(cx).context("checking")?;
+    if pending.is_empty() {
+        return Ok(StepOutcome::AlreadyInPlace);
+    }
+    step.apply(cx).context("applying")?;
+    let left = step.check(cx).context("verifying")?;
+    let (files, runtime): (Vec<_>, Vec<_>) = left
+        .into_iter()
+        .partition(|p| matches!(p, Pending::File(_)));
+    if !files.is_empty() || (cx.live() && !runtime.is_empty()) {
+        let all: Vec<String> = files
+            .iter()
+            .chain(runtime.iter())
+            .map(ToString::to_string)
+            .collect();
+        bail!("still pending after apply: {}", all.join("; "));
+    }
+    Ok(StepOutcome::Applied {
+        unverified: runtime.iter().map(ToString::to_string).collect(),
+    })
+}
+
+/// `run`: every step, journaled; the done marker only after all succeeded.
+pub fn run(opts: &RunOptions, runner: &dyn Runner) -> Result<RunReport> {
+    let root = &opts.root;
+    if root.exists(layout::FIRSTBOOT_DONE) && !opts.again {
+        return Ok(RunReport {
+            already_complete: true,
+            ..RunReport::default()
+        });
+    }
+    notify("STATUS=reading metadata");
+    let loaded = load(opts, runner.is_live())?;
+    let mut journal = Journal::load(root)?;
+    journal.bind_to(&loaded.metadata.digest(), &loaded.metadata.source);
+    let mut cx = ctx(&loaded, root, runner, &opts.containerd);
+    let all = steps::host_steps();
+    let mut report = RunReport {
+        source: Some(loaded.metadata.source.clone()),
+        ..RunReport::default()
+    };
+    for (i, step) in all.iter().enumerate() {
+        let id = step.id();
+        notify(&format!("STATUS=step {}/{}: {id}", i + 1, all.len()));
+        if journal.is_done(id) && !opts.again {
+            report.steps.push((id.into(), StepOutcome::Journaled));
+            continue;
+        }
+        let outcome = run_step(step.as_ref(), &mut cx)
+            .and_then(|o| match &opts.fail_after {
+                Some(f) if f == id => bail!("injected failure after applying step {id}"),
+                _ => Ok(o),
+            })
+            .with_context(|| format!("step {id}"));
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                journal.fail(id, &e);
+                journal.save(root)?;
+                notify(&format!("STATUS=failed at step {id}"));
+                return Err(e);
+            }
+        };
+        let label = match outcome {
+            StepOutcome::AlreadyInPlace => "already in place",
+            _ => "applied",
+        };
+        journal.finish(id, label);
+        journal.save(root)?;
+        report.steps.push((id.into(), outcome));
+    }
+    journal.completed_at = Some(now());
+    journal.save(root)?;
+    root.write(
+        layout::FIRSTBOOT_DONE,
+        format!("metadata {}\n", loaded.metadata.digest()).as_bytes(),
+        0o644,
+    )?;
+    notify("READY=1\nSTATUS=first boot complete");
+    report.changed = cx.changed;
+    report.skipped = runner.skipped();
+    Ok(report)
+}
+
+/// `status`: the journal and marker as text.
+pub fn status(root: &Root) -> Result<String> {
+    let j = Journal::load(root)?;
+    let mut s = String::new();
+    s += &format!(
+        "first boot: {}\n",
+        if root.exists(layout::FIRSTBOOT_DONE) {
+            "complete"
+        } else if j.steps.is_empty() {
+            "not started"
+        } else {
+            "incomplete"
+        }
+    );
+    if let Some(src) = &j.metadata_source {
+        s += &format!("metadata: {src}\n");
+    }
+    for st in &j.steps {
+        s += &format!("step {}: {} (at {})\n", st.id, st.result, st.finished_at);
+    }
+    match &j.last_error {
+        Some(e) => s += &format!("last error: step {}: {}\n", e.step, e.message),
+        None => s += "last error: none\n",
+    }
+    Ok(s)
+}

@@ -1,0 +1,182 @@
+//! Command line: `run`, `plan`, `status`, `image-info`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use nodebake_contract::{image::ImageMetadata, layout};
+
+use crate::agent::{self, RunOptions, StepOutcome};
+use crate::root::Root;
+use crate::runner::{RecordingRunner, Runner, SystemRunner};
+
+/// First-boot agent of nodebake images.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Configure this node from its metadata (once; resumable).
+    Run {
+        /// Work on this root instead of the running system. No command
+        /// that changes the running host is executed; such commands are
+        /// listed as skipped.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Metadata source: http(s) URL, NoCloud directory, seed image or
+        /// device, or local file. Default: search the documented sources.
+        #[arg(long)]
+        metadata: Option<String>,
+        /// Show what would be done and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Run even though the done marker exists (re-checks every step).
+        #[arg(long)]
+        again: bool,
+    },
+    /// Print the ordered steps the agent would take, with reasons.
+    Plan {
+        /// Root to inspect (default: the running system).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Metadata source (as for `run`).
+        #[arg(long)]
+        metadata: Option<String>,
+    },
+    /// Print the journal: finished steps and the last error.
+    Status {
+        /// Root to inspect (default: the running system).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
+    /// Print the metadata of the image this agent was baked into.
+    ImageInfo {
+        /// Root of the image (default: the running system).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
+}
+
+/// Parses the process arguments.
+pub fn parse_args() -> Cli {
+    Cli::parse()
+}
+
+fn runner_for(root: &Option<PathBuf>) -> (Root, Box<dyn Runner>) {
+    match root {
+        Some(r) => (Root::new(r), Box::new(RecordingRunner::default())),
+        None => (Root::new("/"), Box::new(SystemRunner::default())),
+    }
+}
+
+fn print_plan(opts: &RunOptions, runner: &dyn Runner) -> Result<()> {
+    let loaded = agent::load(opts, runner.is_live())?;
+    println!("metadata: {}", loaded.metadata.source);
+    println!(
+        "node: {} ({:?}{})",
+        loaded.node.hostname,
+        loaded.node.role,
+        if loaded.node.is_initialiser() {
+            ", initialiser"
+        } else {
+            ""
+        }
+    );
+    for (i, l) in agent::plan(&loaded, &opts.root, runner, &opts.containerd)?
+        .iter()
+        .enumerate()
+    {
+        println!(
+            "{:>2}. {:<15} {}\n    {}",
+            i + 1,
+            l.id,
+            l.describe,
+            l.reason
+        );
+    }
+    Ok(())
+}
+
+impl Cli {
+    /// Runs the parsed command.
+    pub fn run(self) -> Result<()> {
+        match self.command {
+            Command::Run {
+                root,
+                metadata,
+                dry_run,
+                again,
+            } => {
+                let (r, runner) = runner_for(&root);
+                let mut opts = RunOptions::new(r);
+                opts.metadata = metadata;
+                opts.again = again;
+                if dry_run {
+                    println!("dry run: nothing will be changed");
+                    return print_plan(&opts, runner.as_ref());
+                }
+                let report = agent::run(&opts, runner.as_ref())?;
+                if report.already_complete {
+                    println!(
+                        "first boot already complete ({} exists); nothing to do (use --again to re-check)",
+                        layout::FIRSTBOOT_DONE
+                    );
+                    return Ok(());
+                }
+                if let Some(s) = &report.source {
+                    println!("metadata: {s}");
+                }
+                for (id, o) in &report.steps {
+                    match o {
+                        StepOutcome::Journaled => println!("step {id}: done (journal)"),
+                        StepOutcome::AlreadyInPlace => println!("step {id}: already in place"),
+                        StepOutcome::Applied { unverified } if unverified.is_empty() => {
+                            println!("step {id}: applied")
+                        }
+                        StepOutcome::Applied { unverified } => println!(
+                            "step {id}: applied (not verifiable with skipped commands: {})",
+                            unverified.join("; ")
+                        ),
+                    }
+                }
+                for c in &report.changed {
+                    println!("changed: {c}");
+                }
+                if !report.skipped.is_empty() {
+                    println!(
+                        "skipped {} command(s) and host action(s) (--root: nothing runs on the running host):",
+                        report.skipped.len()
+                    );
+                    for s in &report.skipped {
+                        println!("  skipped: {s}");
+                    }
+                }
+                println!("first boot complete");
+                Ok(())
+            }
+            Command::Plan { root, metadata } => {
+                let (r, runner) = runner_for(&root);
+                let mut opts = RunOptions::new(r);
+                opts.metadata = metadata;
+                print_plan(&opts, runner.as_ref())
+            }
+            Command::Status { root } => {
+                print!("{}", agent::status(&Root::new(root))?);
+                Ok(())
+            }
+            Command::ImageInfo { root } => {
+                let path = root.join(layout::IMAGE_METADATA.trim_start_matches('/'));
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let meta: ImageMetadata = serde_json::from_str(&text)
+                    .with_context(|| format!("parsing {}", path.display()))?;
+                println!("{}", serde_json::to_string_pretty(&meta)?);
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The step framework: each host change is a [`Step`] that first checks
+//! its postcondition, applies only when something is pending, and is
+//! verified afterwards. Steps see the node through a [`Ctx`]: every file
+//! through [`Root`], every command through the [`Runner`].
+
+use anyhow::Result;
+use nodebake_contract::image::ImageMetadata;
+use nodebake_contract::node::NodeConfig;
+use nodebake_contract::profile::RoleProfile;
+
+use crate::root::Root;
+use crate::runner::{Cmd, Outcome, Runner};
+
+/// Something a step still has to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    /// A file under the root differs from what the step renders.
+    File(String),
+    /// The running system differs (checked only with a live runner, or
+    /// read from the root where the state lives in files).
+    Runtime(String),
+}
+
+impl std::fmt::Display for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pending::File(s) | Pending::Runtime(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Where the agent finds containerd.
+#[derive(Debug, Clone)]
+pub struct ContainerdSettings {
+    /// containerd socket for `ctr --address`.
+    pub address: String,
+}
+
+impl Default for ContainerdSettings {
+    fn default() -> Self {
+        Self {
+            address: "/run/containerd/containerd.sock".into(),
+        }
+    }
+}
+
+/// What a step works with.
+pub struct Ctx<'a> {
+    /// The root files are changed under.
+    pub root: &'a Root,
+    /// Commands and hostname.
+    pub runner: &'a dyn Runner,
+    /// The validated node.
+    pub node: &'a NodeConfig,
+    /// Image metadata baked by the builder, if present.
+    pub image: Option<&'a ImageMetadata>,
+    /// The role profile in effect.
+    pub profile: &'a RoleProfile,
+    /// containerd location.
+    pub containerd: &'a ContainerdSettings,
+    /// Paths changed during this run, in order.
+    pub changed: Vec<String>,
+}
+
+impl Ctx<'_> {
+    /// Whether commands act on the running system.
+    pub fn live(&self) -> bool {
+        self.runner.is_live()
+    }
+
+    /// Writes a file through the root, remembering it when it changed.
+    pub fn write(&mut self, abs: &str, content: &str, mode: u32) -> Result<bool> {
+        let changed = self.root.write(abs, content.as_bytes(), mode)?;
+        if changed {
+            self.changed.push(abs.to_string());
+        }
+        Ok(changed)
+    }
+
+    /// Makes a symlink through the root, remembering it when it changed.
+    pub fn symlink(&mut self, abs: &str, target: &str) -> Result<bool> {
+        let changed = self.root.symlink(abs, target)?;
+        if changed {
+            self.changed.push(abs.to_string());
+        }
+        Ok(changed)
+    }
+
+    /// Runs a command through the runner.
+    pub fn run(&self, cmd: Cmd) -> Result<Outcome> {
+        self.runner.run(&cmd)
+    }
+}
+
+/// A file a step owns: path, content and mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSpec {
+    /// Absolute path in the image.
+    pub path: String,
+    /// Full content.
+    pub content: String,
+    /// Mode bits.
+    pub mode: u32,
+}
+
+impl FileSpec {
+    /// A 0644 file.
+    pub fn new(path: &str, content: String) -> Self {
+        Self {
+            path: path.into(),
+            content,
+            mode: 0o644,
+        }
+    }
+}
+
+/// Pending entries for every file in `files` that differs on `root`.
+pub fn pending_files(root: &Root, files: &[FileSpec]) -> Result<Vec<Pending>> {
+    let mut out = Vec::new();
+    for f in files {
+        if !root.file_matches(&f.path, f.content.as_bytes(), f.mode)? {
+            out.push(Pending::File(format!("write {}", f.path)));
+        }
+    }
+    Ok(out)
+}
+
+/// Writes every file in `files`; returns whether any changed.
+pub fn write_files(cx: &mut Ctx<'_>, files: &[FileSpec]) -> Result<bool> {
+    let mut any = false;
+    for f in files {
+        any |= cx.write(&f.path, &f.content, f.mode)?;
+    }
+    Ok(any)
+}
+
+/// One idempotent host change.
+pub trait Step {
+    /// Stable id, used in the journal (`hostname`, `sysctl`, ...).
+    fn id(&self) -> &'static str;
+    /// One line saying what the step is for.
+    fn describe(&self) -> &'static str;
+    /// What is still to do; empty when the postcondition holds.
+    fn check(&self, cx: &Ctx<'_>) -> Result<Vec<Pending>>;
+    /// Makes the postcondition hold. Only called when [`Step::check`]
+    /// found something pending; must be safe to repeat.
+    fn apply(&self, cx: &mut Ctx<'_>) -> Result<()>;
+}

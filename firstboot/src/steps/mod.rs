@@ -1,0 +1,32 @@
+//! The host steps of first boot, in the order they run. Load balancer and
+//! kubeadm steps (later issues) append to [`host_steps`]'s list.
+
+pub mod chrony;
+pub mod containerd;
+pub mod firewalld;
+pub mod hostname;
+pub mod hosts;
+pub mod kubelet;
+pub mod modules;
+pub mod selinux;
+pub mod swap;
+pub mod sysctl;
+
+use crate::step::Step;
+
+/// Every host-preparation step, in order: identity first, then kernel
+/// settings (modules before the sysctls that need them), then services.
+pub fn host_steps() -> Vec<Box<dyn Step>> {
+    vec![
+        Box::new(hostname::Hostname),
+        Box::new(hosts::Hosts),
+        Box::new(swap::Swap),
+        Box::new(modules::KernelModules),
+        Box::new(sysctl::Sysctl),
+        Box::new(selinux::Selinux),
+        Box::new(firewalld::Firewalld),
+        Box::new(chrony::Chrony),
+        Box::new(containerd::Containerd),
+        Box::new(kubelet::Kubelet),
+    ]
+}
