@@ -1,0 +1,191 @@
+//! The acceptance lines of issue 3, run against the built binary.
+
+mod common;
+
+use std::process::Command;
+
+use common::{fixture, tree};
+
+const BIN: &str = env!("CARGO_BIN_EXE_nodebake-firstboot");
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("starting the agent")
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn run_on_empty_root_prepares_the_node() {
+    let r = tempfile::tempdir().unwrap();
+    let root = r.path().to_str().unwrap();
+    let md = fixture("k8s-node1");
+    let o = run(&["run", "--root", root, "--metadata", md.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+
+    let read = |p: &str| std::fs::read_to_string(r.path().join(p)).unwrap();
+    assert_eq!(read("etc/hostname").trim(), "k8s-node1");
+    let hosts = read("etc/hosts");
+    for name in [
+        "k8s-master1",
+        "k8s-master2",
+        "k8s-master3",
+        "k8s-node1",
+        "k8s-node2",
+        "k8s-node3",
+        "master.k8s.io",
+    ] {
+        assert!(hosts.contains(name), "{name} missing from hosts:\n{hosts}");
+    }
+    assert!(hosts.contains("192.168.147.154 master.k8s.io"));
+    let sysctl_dir = r.path().join("etc/sysctl.d");
+    let sysctl: String = std::fs::read_dir(&sysctl_dir)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(sysctl.contains("bridge-nf-call-iptables = 1"), "{sysctl}");
+    let modules: String = std::fs::read_dir(r.path().join("etc/modules-load.d"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(modules.lines().any(|l| l == "br_netfilter"), "{modules}");
+    assert!(
+        modules.lines().any(|l| l == "ip_vs"),
+        "ipvs mode: {modules}"
+    );
+
+    // Host-changing commands are listed as skipped, never run.
+    for cmd in [
+        "skipped: modprobe br_netfilter",
+        "skipped: sysctl -p /etc/sysctl.d/",
+        "skipped: org.freedesktop.hostname1",
+        "skipped: systemctl restart containerd.service",
+    ] {
+        assert!(out.contains(cmd), "`{cmd}` not listed:\n{out}");
+    }
+    assert!(r.path().join("var/lib/nodebake/firstboot.done").exists());
+    assert_ne!(
+        nix::unistd::gethostname().unwrap().to_string_lossy(),
+        "k8s-node1",
+        "the host's hostname must not change"
+    );
+
+    // Second identical run: the marker makes it a no-op; with --again every
+    // step is re-checked; neither changes a file outside var/lib/nodebake.
+    let before = tree(r.path(), "var/lib/nodebake");
+    let o = run(&["run", "--root", root, "--metadata", md.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("already complete"), "{}", text(&o));
+    let o = run(&[
+        "run",
+        "--root",
+        root,
+        "--metadata",
+        md.to_str().unwrap(),
+        "--again",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("changed:"), "{}", text(&o));
+    assert_eq!(before, tree(r.path(), "var/lib/nodebake"));
+
+    let o = run(&["status", "--root", root]);
+    let s = text(&o);
+    assert!(
+        s.contains("first boot: complete") && s.contains("step containerd"),
+        "{s}"
+    );
+}
+
+#[test]
+fn bad_pod_cidr_fails_and_leaves_root_empty() {
+    let md = tempfile::tempdir().unwrap();
+    let dir = md.path().join("k8s-node1");
+    std::fs::create_dir(&dir).unwrap();
+    let src = fixture("k8s-node1");
+    std::fs::copy(src.join("meta-data"), dir.join("meta-data")).unwrap();
+    let user = std::fs::read_to_string(src.join("user-data")).unwrap();
+    assert!(user.contains("pod_cidr: 10.244.0.0/16"));
+    std::fs::write(
+        dir.join("user-data"),
+        user.replace("10.244.0.0/16", "10.244.0.0/99"),
+    )
+    .unwrap();
+    let r = tempfile::tempdir().unwrap();
+    let o = run(&[
+        "run",
+        "--root",
+        r.path().to_str().unwrap(),
+        "--metadata",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("pod_cidr"), "{}", text(&o));
+    assert_eq!(
+        std::fs::read_dir(r.path()).unwrap().count(),
+        0,
+        "root not empty"
+    );
+}
+
+#[test]
+fn plan_and_dry_run_change_nothing() {
+    let r = tempfile::tempdir().unwrap();
+    let root = r.path().to_str().unwrap();
+    let md = fixture("k8s-master1");
+    for args in [
+        vec!["plan", "--root", root, "--metadata", md.to_str().unwrap()],
+        vec![
+            "run",
+            "--dry-run",
+            "--root",
+            root,
+            "--metadata",
+            md.to_str().unwrap(),
+        ],
+    ] {
+        let o = run(&args);
+        let s = text(&o);
+        assert!(o.status.success(), "{s}");
+        assert!(s.contains("initialiser"), "{s}");
+        assert!(
+            s.contains(" 1. hostname") && s.contains("10. kubelet"),
+            "{s}"
+        );
+        assert!(s.contains("will apply: write /etc/hostname"), "{s}");
+    }
+    assert_eq!(std::fs::read_dir(r.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn every_seed_node_runs() {
+    for host in [
+        "k8s-master1",
+        "k8s-master2",
+        "k8s-master3",
+        "k8s-node1",
+        "k8s-node2",
+        "k8s-node3",
+    ] {
+        let r = tempfile::tempdir().unwrap();
+        let md = fixture(host);
+        let o = run(&[
+            "run",
+            "--root",
+            r.path().to_str().unwrap(),
+            "--metadata",
+            md.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{host}: {}", text(&o));
+        let hn = std::fs::read_to_string(r.path().join("etc/hostname")).unwrap();
+        assert_eq!(hn.trim(), host);
+    }
+}
