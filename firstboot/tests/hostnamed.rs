@@ -59,9 +59,7 @@ fn node(host: &str) -> NodeConfig {
 
 #[test]
 fn hostname_through_real_hostnamed_on_a_private_bus() {
-    if !require_root("hostnamed")
-        || !require("hostnamed", &["dbus-daemon", "unshare", HOSTNAMED])
-    {
+    if !require_root("hostnamed") || !require("hostnamed", &["dbus-daemon", "unshare", HOSTNAMED]) {
         return;
     }
     let host_name_before = nix::unistd::gethostname().unwrap();
@@ -79,7 +77,9 @@ fn hostname_through_real_hostnamed_on_a_private_bus() {
             .spawn()
             .unwrap(),
     );
-    wait_until("the private bus socket", Duration::from_secs(10), || sock.exists());
+    wait_until("the private bus socket", Duration::from_secs(10), || {
+        sock.exists()
+    });
     let address = format!("unix:path={}", sock.display());
 
     let (upper, work) = (t.path().join("upper"), t.path().join("work"));
@@ -98,9 +98,11 @@ fn hostname_through_real_hostnamed_on_a_private_bus() {
             .spawn()
             .unwrap(),
     );
-    wait_until("org.freedesktop.hostname1 on the bus", Duration::from_secs(15), || {
-        hostnamed::query(&address).is_ok()
-    });
+    wait_until(
+        "org.freedesktop.hostname1 on the bus",
+        Duration::from_secs(15),
+        || hostnamed::query(&address).is_ok(),
+    );
 
     let root_dir = tempfile::tempdir().unwrap();
     let root = Root::new(root_dir.path());
@@ -123,13 +125,18 @@ fn hostname_through_real_hostnamed_on_a_private_bus() {
     assert_ne!(before.static_name, "k8s-node2");
     assert!(!Hostname.check(&cx).unwrap().is_empty());
     Hostname.apply(&mut cx).unwrap();
-    assert!(Hostname.check(&cx).unwrap().is_empty(), "hostname still pending");
+    assert!(
+        Hostname.check(&cx).unwrap().is_empty(),
+        "hostname still pending"
+    );
     let after = runner.query_hostname().unwrap().unwrap();
     assert_eq!(after.static_name, "k8s-node2");
     assert_eq!(after.transient, "k8s-node2");
     // hostnamed wrote /etc/hostname in its overlay, not on the host.
     assert_eq!(
-        std::fs::read_to_string(upper.join("hostname")).unwrap().trim(),
+        std::fs::read_to_string(upper.join("hostname"))
+            .unwrap()
+            .trim(),
         "k8s-node2"
     );
     assert_eq!(
