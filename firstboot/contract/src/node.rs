@@ -78,10 +78,39 @@ pub struct MetaData {
 }
 
 /// A string that never shows up in logs: `Debug` and `Display` print
-/// `<redacted>`; serialisation writes the value.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `<redacted>`; serialisation writes the value; a parse error never
+/// repeats the value it refused.
+#[derive(Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a string (value not shown)"))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a string (value not shown)"))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a string (value not shown)"))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a string (value not shown)"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 impl Secret {
     /// Wraps a secret value.
@@ -468,11 +497,14 @@ pub fn parse_user_data(text: &str) -> Result<NodeSettings, NodeError> {
         document: "user-data",
         message,
     };
-    let doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| err(e.to_string()))?;
-    let settings = doc
-        .get(USER_DATA_KEY)
-        .ok_or_else(|| err(format!("no top-level `{USER_DATA_KEY}` key")))?;
-    serde_yaml::from_value(settings.clone()).map_err(|e| err(format!("{USER_DATA_KEY}: {e}")))
+    /// The whole document: other top-level keys (cloud-config) ignored.
+    #[derive(Deserialize)]
+    struct UserData {
+        nodebake: Option<NodeSettings>,
+    }
+    let doc: UserData = serde_yaml::from_str(text).map_err(|e| err(e.to_string()))?;
+    doc.nodebake
+        .ok_or_else(|| err(format!("no top-level `{USER_DATA_KEY}` key")))
 }
 
 /// Renders `user-data` for `settings` (`#cloud-config` header, then the

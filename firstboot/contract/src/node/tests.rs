@@ -190,3 +190,14 @@ fn local_file_holds_both_documents() {
     let c = NodeConfig::from_local_file(&text).unwrap();
     assert_eq!(c.hostname, "k8s-node2");
 }
+
+#[test]
+fn secret_parse_errors_do_not_echo_the_value() {
+    let text = fixture("k8s-node1", "user-data").replace(
+        "bootstrap_token: abcdef.0123456789abcdef",
+        "bootstrap_token: 987654321",
+    );
+    let err = parse_user_data(&text).unwrap_err().to_string();
+    assert!(err.contains("bootstrap_token"), "{err}");
+    assert!(!err.contains("987654321"), "{err}");
+}
