@@ -157,10 +157,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             sha256: actual.or_else(|| digest.clone()),
             kind: art.map(|a| kind_name(a.kind)).unwrap_or("base").to_string(),
         });
-        if inp.name == "base" {
-            if tree.is_empty() {
-                bail!("base: `{}` holds no files", inp.source_text);
-            }
+        if inp.name == "base" && tree.is_empty() {
+            bail!("base: `{}` holds no files", inp.source_text);
         }
     }
     let base_info = detect_base(&tree, &blobs)?;
@@ -345,7 +343,7 @@ fn load_firstboot(src: &FirstbootSource, arch: Arch) -> Result<Firstboot> {
     if info.dynamic {
         bail!(
             "firstboot binary {}: dynamically linked; it must be static to run on every EL release \
-             (RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target x86_64-unknown-linux-gnu -p nodebake-firstboot)",
+             (scripts/build-firstboot-static.sh)",
             path.display()
         );
     }
@@ -571,7 +569,7 @@ fn unpack_input(
                     ArtifactKind::Rpm | ArtifactKind::Deb => {
                         let place = Placement {
                             dest: dest.unwrap_or_else(|| "/".into()),
-                            strip: 0,
+                            strip: a.strip_components,
                             include: globset(&a.include)?,
                             exclude: globset(&a.exclude)?,
                         };

@@ -357,7 +357,7 @@ fn parse_bdb_packages(data: &[u8]) -> Result<Vec<Package>> {
             continue;
         }
         let entries = db.u16_at(p, 20) as usize;
-        if PAGE_HEADER + 2 * entries > page_size || entries % 2 != 0 {
+        if PAGE_HEADER + 2 * entries > page_size || entries & 1 != 0 {
             bail!("hash page {pgno} has a bad entry count {entries}");
         }
         for pair in 0..entries / 2 {

@@ -711,7 +711,7 @@ fn decode_value(store: &[u8], ty: u32, off: u32, count: u32) -> Result<Value, St
         _ => 0,
     };
     if width > 0 {
-        if off % width != 0 {
+        if off & (width - 1) != 0 {
             return Err(format!("offset {off} misaligned for {width}-byte values"));
         }
         let len = (count as u64) * width as u64;
@@ -1027,21 +1027,17 @@ fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> Result<usize, RpmEr
 
 fn payload_err(e: io::Error) -> RpmError {
     // Surface a payload digest mismatch as itself.
-    if e.kind() == io::ErrorKind::InvalidData {
-        if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<RpmError>()) {
-            if let RpmError::DigestMismatch {
-                what,
-                expected,
-                actual,
-            } = inner
-            {
-                return RpmError::DigestMismatch {
-                    what,
-                    expected: expected.clone(),
-                    actual: actual.clone(),
-                };
-            }
-        }
+    if let Some(RpmError::DigestMismatch {
+        what,
+        expected,
+        actual,
+    }) = e.get_ref().and_then(|i| i.downcast_ref::<RpmError>())
+    {
+        return RpmError::DigestMismatch {
+            what,
+            expected: expected.clone(),
+            actual: actual.clone(),
+        };
     }
     RpmError::io(Structure::Payload, e)
 }
@@ -1278,7 +1274,7 @@ mod tests {
                 ),
                 T::Bin(b) => (7, 1, b.len(), b.to_vec()),
             };
-            while store.len() % align != 0 {
+            while store.len() & (align - 1) != 0 {
                 store.push(0);
             }
             index.extend_from_slice(&tag.to_be_bytes());
@@ -1578,7 +1574,7 @@ mod tests {
         lead[78..80].copy_from_slice(&5u16.to_be_bytes());
         let mut out = lead;
         out.extend_from_slice(&sig);
-        while out.len() % 8 != 0 {
+        while out.len() & 7 != 0 {
             out.push(0);
         }
         out.extend_from_slice(&hdr);

@@ -131,7 +131,8 @@ pub struct Artifact {
     /// Mode for `file`/`image` (octal string, `"0755"`).
     #[serde(default)]
     pub mode: Option<String>,
-    /// Leading path components removed from tarball entries.
+    /// Leading path components removed from archive members (tarball,
+    /// rpm, deb), after a leading `./`.
     #[serde(default)]
     pub strip_components: u32,
     /// Only entries matching one of these globs (after stripping) are taken.
@@ -364,9 +365,6 @@ impl ImageSpec {
                         bail!("{at}: fields `reference`/`digest` are only for kind = \"image\"");
                     }
                 }
-            }
-            if a.kind != ArtifactKind::Tarball && (a.strip_components > 0) {
-                bail!("{at}: field `strip_components` is only for kind = \"tarball\"");
             }
             if let Some(s) = &a.sha256 {
                 if s != "locked" {

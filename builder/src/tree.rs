@@ -199,7 +199,21 @@ impl Tree {
             }
             return Ok(String::new());
         }
-        let resolved = self.resolve(&comps.join("/"), false)?;
+        // A directory entry aimed at a symlink to a directory (`/lib/` in a
+        // package on a usrmerged base) merges into the link's target, as
+        // dpkg and `tar --keep-directory-symlink` do; the link stays.
+        let follow = entry.kind == Kind::Dir
+            && matches!(
+                self.lookup(&comps.join("/")),
+                Some((
+                    _,
+                    Entry {
+                        kind: Kind::Dir,
+                        ..
+                    }
+                ))
+            );
+        let resolved = self.resolve(&comps.join("/"), follow)?;
         if resolved.is_empty() {
             bail!("`{path}` resolves to the image root");
         }

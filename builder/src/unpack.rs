@@ -137,19 +137,17 @@ impl<'a> Sink<'a> {
     fn insert(&mut self, path: &str, kind: Kind, mode: u32, uid: u32, gid: u32) -> Result<String> {
         let ow = self.overwrite.clone();
         let may = move |p: &str| ow.as_ref().map(|g| g.is_match(p)).unwrap_or(false);
-        self.tree
-            .insert(
-                path,
-                Entry {
-                    kind,
-                    mode: mode & 0o7777,
-                    uid,
-                    gid,
-                    origin: self.origin,
-                },
-                &may,
-            )
-            .with_context(|| format!("input `{}`", self.input))
+        self.tree.insert(
+            path,
+            Entry {
+                kind,
+                mode: mode & 0o7777,
+                uid,
+                gid,
+                origin: self.origin,
+            },
+            &may,
+        )
     }
 
     /// Stores a regular file's content and inserts it.
@@ -164,12 +162,11 @@ impl<'a> Sink<'a> {
         let (id, head) = self
             .blobs
             .put(r)
-            .with_context(|| format!("input `{}`: reading `{path}`", self.input))?;
+            .with_context(|| format!("reading `{path}`"))?;
         if let Some(a) = Arch::from_elf(&head) {
             if a != self.arch {
                 bail!(
-                    "input `{}`: `{path}` is an ELF file for {} but the image is {}",
-                    self.input,
+                    "`{path}` is an ELF file for {} but the image is {}",
                     a.name(),
                     self.arch.name()
                 );
@@ -210,19 +207,15 @@ impl<'a> Sink<'a> {
         let e = self
             .tree
             .get(&resolved)
-            .ok_or_else(|| anyhow!("input `{}`: hard link `{path}` points at `{target}`, which is not in the archive", self.input))?
+            .ok_or_else(|| {
+                anyhow!("hard link `{path}` points at `{target}`, which is not in the archive")
+            })?
             .clone();
         if e.origin != self.origin {
-            bail!(
-                "input `{}`: hard link `{path}` points at `{target}`, outside this archive",
-                self.input
-            );
+            bail!("hard link `{path}` points at `{target}`, outside this archive");
         }
         let Kind::File(id) = e.kind else {
-            bail!(
-                "input `{}`: hard link `{path}` points at `{target}`, which is not a regular file",
-                self.input
-            );
+            bail!("hard link `{path}` points at `{target}`, which is not a regular file");
         };
         let _ = mode;
         self.insert(path, Kind::File(id), e.mode, uid.max(e.uid), gid.max(e.gid))?;
@@ -237,17 +230,14 @@ fn lossy(b: &[u8]) -> String {
 
 /// Unpacks a (possibly compressed) tar stream.
 pub fn unpack_tar(sink: &mut Sink, r: &mut dyn Read, place: &Placement) -> Result<()> {
-    let (_, dec) = compress::auto_decoder(r).with_context(|| format!("input `{}`", sink.input))?;
+    let (_, dec) =
+        compress::auto_decoder(r).with_context(|| "not a readable stream".to_string())?;
     let mut ar = tar::Archive::new(dec);
-    let entries = ar
-        .entries()
-        .with_context(|| format!("input `{}`: not a tar archive", sink.input))?;
+    let entries = ar.entries().with_context(|| "not a tar archive")?;
     for ent in entries {
-        let mut ent = ent
-            .with_context(|| format!("input `{}`: corrupt or truncated tar archive", sink.input))?;
+        let mut ent = ent.with_context(|| "corrupt or truncated tar archive")?;
         let raw = lossy(&ent.path_bytes());
-        let input = sink.input.clone();
-        let what = |e: anyhow::Error| e.context(format!("input `{input}`: member `{raw}`"));
+        let what = |e: anyhow::Error| e.context(format!("member `{raw}`"));
         let Some(path) = place.map(&raw, true).map_err(what)? else {
             continue;
         };
@@ -276,12 +266,9 @@ pub fn unpack_tar(sink: &mut Sink, r: &mut dyn Read, place: &Placement) -> Resul
                 let target_raw = ent.link_name_bytes().map(|b| lossy(&b)).unwrap_or_default();
                 let target = place
                     .map(&target_raw, false)
-                    .map_err(|e| e.context(format!("input `{}`: hard link `{raw}`", sink.input)))?
+                    .map_err(|e| e.context(format!("hard link `{raw}`")))?
                     .ok_or_else(|| {
-                        anyhow!(
-                            "input `{}`: hard link `{raw}` -> `{target_raw}` was stripped away",
-                            sink.input
-                        )
+                        anyhow!("hard link `{raw}` -> `{target_raw}` was stripped away")
                     })?;
                 sink.hardlink(&path, &target, mode, uid, gid)?
             }
@@ -299,11 +286,7 @@ pub fn unpack_tar(sink: &mut Sink, r: &mut dyn Read, place: &Placement) -> Resul
                 .special(&path, Kind::Fifo, mode, uid, gid)
                 .map_err(what)?,
             T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => {}
-            other => bail!(
-                "input `{}`: member `{raw}` has unsupported tar type {:?}",
-                sink.input,
-                other
-            ),
+            other => bail!("member `{raw}` has unsupported tar type {:?}", other),
         }
     }
     Ok(())
@@ -315,8 +298,7 @@ const S_IFMT: u32 = 0o170000;
 /// Unpacks an RPM: lead, signature, header, then the cpio payload.
 /// Returns the package record for the SBOM.
 pub fn unpack_rpm(sink: &mut Sink, r: &mut dyn Read, place: &Placement) -> Result<Package> {
-    let (hdr, payload) = crate::rpm::open_rpm(r)
-        .with_context(|| format!("input `{}`: not a valid RPM", sink.input))?;
+    let (hdr, payload) = crate::rpm::open_rpm(r).with_context(|| "not a valid RPM")?;
     let pkg = Package {
         name: hdr.name().unwrap_or_default().to_string(),
         epoch: hdr.epoch(),
@@ -327,8 +309,7 @@ pub fn unpack_rpm(sink: &mut Sink, r: &mut dyn Read, place: &Placement) -> Resul
     };
     if !sink.arch.accepts_package_arch(&pkg.arch) {
         bail!(
-            "input `{}`: RPM {}-{}-{} is for {} but the image is {}",
-            sink.input,
+            "RPM {}-{}-{} is for {} but the image is {}",
             pkg.name,
             pkg.version,
             pkg.release,
@@ -336,8 +317,7 @@ pub fn unpack_rpm(sink: &mut Sink, r: &mut dyn Read, place: &Placement) -> Resul
             sink.arch.name()
         );
     }
-    unpack_cpio(sink, payload, place)
-        .with_context(|| format!("input `{}`: RPM payload", sink.input))?;
+    unpack_cpio(sink, payload, place).with_context(|| "RPM payload")?;
     Ok(pkg)
 }
 
@@ -416,12 +396,7 @@ pub fn unpack_deb(sink: &mut Sink, r: &mut dyn Read, place: &Placement) -> Resul
     let mut saw_binary = false;
     let mut saw_data = false;
     while let Some(member) = ar.next_entry() {
-        let mut member = member.with_context(|| {
-            format!(
-                "input `{}`: corrupt or truncated Debian package",
-                sink.input
-            )
-        })?;
+        let mut member = member.with_context(|| "corrupt or truncated Debian package")?;
         let id = lossy(member.header().identifier())
             .trim_end_matches('/')
             .to_string();
@@ -429,43 +404,33 @@ pub fn unpack_deb(sink: &mut Sink, r: &mut dyn Read, place: &Placement) -> Resul
             let mut v = String::new();
             member.read_to_string(&mut v)?;
             if !v.starts_with("2.") {
-                bail!(
-                    "input `{}`: unsupported Debian package format `{}`",
-                    sink.input,
-                    v.trim()
-                );
+                bail!("unsupported Debian package format `{}`", v.trim());
             }
             saw_binary = true;
         } else if id.starts_with("control.tar") {
-            let control = read_deb_control(&mut member)
-                .with_context(|| format!("input `{}`: {id}", sink.input))?;
+            let control = read_deb_control(&mut member).with_context(|| id.clone())?;
             pkg = Some(parse_deb_control(&control, &sink.input)?);
         } else if id.starts_with("data.tar") {
-            let p = pkg.as_ref().ok_or_else(|| {
-                anyhow!("input `{}`: data.tar comes before control.tar", sink.input)
-            })?;
+            let p = pkg
+                .as_ref()
+                .ok_or_else(|| anyhow!("data.tar comes before control.tar"))?;
             if !sink.arch.accepts_package_arch(&p.arch) {
                 bail!(
-                    "input `{}`: Debian package {} {} is for {} but the image is {}",
-                    sink.input,
+                    "Debian package {} {} is for {} but the image is {}",
                     p.name,
                     p.version,
                     p.arch,
                     sink.arch.name()
                 );
             }
-            unpack_tar(sink, &mut member, place)
-                .with_context(|| format!("input `{}`: {id}", sink.input))?;
+            unpack_tar(sink, &mut member, place).with_context(|| id.clone())?;
             saw_data = true;
         }
     }
     if !saw_binary || !saw_data {
-        bail!(
-            "input `{}`: not a Debian package (missing debian-binary or data.tar)",
-            sink.input
-        );
+        bail!("not a Debian package (missing debian-binary or data.tar)");
     }
-    pkg.ok_or_else(|| anyhow!("input `{}`: Debian package without control.tar", sink.input))
+    pkg.ok_or_else(|| anyhow!("Debian package without control.tar"))
 }
 
 fn read_deb_control(r: &mut dyn Read) -> Result<String> {

@@ -123,7 +123,7 @@ fn compare(
         }
     }
     for p in expected.keys() {
-        if !seen.contains(*p) && !(root_implicit && *p == "/") {
+        if !(seen.contains(*p) || (root_implicit && *p == "/")) {
             problems.push(format!("{archive}: `{p}` from manifest.json is missing"));
         }
     }

@@ -295,9 +295,7 @@ fn bzip2_payload_is_refused_by_name() {
         return;
     }
     let (_tmp, rpm) = build("w9.bzdio");
-    let err = read_ours(&rpm)
-        .err()
-        .expect("bzip2 payload must be refused");
+    let err = read_ours(&rpm).expect_err("bzip2 payload must be refused");
     assert!(
         matches!(&err, RpmError::UnsupportedCompressor(c) if c == "bzip2"),
         "{err:?}"
