@@ -90,10 +90,17 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let store = InputStore::open(&opts.store, opts.offline)?;
 
     let firstboot = load_firstboot(&opts.firstboot, arch)?;
-    let profiles_dir = opts
-        .profiles_dir
-        .clone()
-        .unwrap_or_else(|| loaded.dir.join("..").join("profiles"));
+    let profiles_dir = opts.profiles_dir.clone().unwrap_or_else(|| {
+        // A spec may keep its profiles beside it; in a repository
+        // images/ and profiles/ are siblings.
+        let sibling = loaded.dir.join("..").join("profiles");
+        let beside = loaded.dir.join("profiles");
+        if beside.is_dir() {
+            beside
+        } else {
+            sibling
+        }
+    });
     let profiles = load_profiles(&profiles_dir, &spec.profiles)?;
 
     // Digests of every input, known up front when the build is cacheable.

@@ -46,7 +46,7 @@ enum Command {
         /// Do not bake the first-boot agent (inspection-only images).
         #[arg(long)]
         without_firstboot: bool,
-        /// Directory of role profiles [default: <spec dir>/../profiles].
+        /// Directory of role profiles [default: <spec dir>/profiles if present, else <spec dir>/../profiles].
         #[arg(long)]
         profiles_dir: Option<PathBuf>,
         /// Rebuild even if the build cache holds these exact outputs.

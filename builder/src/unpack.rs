@@ -317,30 +317,97 @@ pub fn unpack_rpm(sink: &mut Sink, r: &mut dyn Read, place: &Placement) -> Resul
             sink.arch.name()
         );
     }
-    unpack_cpio(sink, payload, place).with_context(|| "RPM payload")?;
+    let owners = rpm_owners(sink, &hdr)?;
+    unpack_cpio(sink, payload, place, &owners).with_context(|| "RPM payload")?;
     Ok(pkg)
+}
+
+/// Owners of an RPM's files: the payload carries uid/gid 0 and the header
+/// carries user and group names, resolved here against the image's own
+/// `/etc/passwd` and `/etc/group` as rpm would. An unknown name falls back
+/// to root, as rpm does, with a warning.
+fn rpm_owners(sink: &Sink, hdr: &crate::rpm::RpmHeader) -> Result<HashMap<String, (u32, u32)>> {
+    let files = hdr.files().context("RPM file list")?;
+    let users = id_table(sink, "/etc/passwd");
+    let groups = id_table(sink, "/etc/group");
+    let mut out = HashMap::new();
+    let mut unknown = std::collections::BTreeSet::new();
+    for f in files {
+        let mut lookup = |table: &HashMap<String, u32>, name: &str| -> u32 {
+            if name == "root" || name.is_empty() {
+                return 0;
+            }
+            table.get(name).copied().unwrap_or_else(|| {
+                unknown.insert(name.to_string());
+                0
+            })
+        };
+        let uid = lookup(&users, &f.user);
+        let gid = lookup(&groups, &f.group);
+        out.insert(f.path.trim_start_matches('/').to_string(), (uid, gid));
+    }
+    if !unknown.is_empty() {
+        eprintln!(
+            "nodebake: warning: input `{}`: owner(s) {} not in the image's /etc/passwd or /etc/group; \
+             those files are owned by root (package scripts that would create them are never run)",
+            sink.input,
+            unknown.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(out)
+}
+
+/// name → id from a passwd/group-format file in the image.
+fn id_table(sink: &Sink, path: &str) -> HashMap<String, u32> {
+    let Some((
+        _,
+        Entry {
+            kind: Kind::File(id),
+            ..
+        },
+    )) = sink.tree.lookup(path)
+    else {
+        return HashMap::new();
+    };
+    let text = sink.blobs.read(id).unwrap_or_default();
+    String::from_utf8_lossy(&text)
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split(':');
+            let name = it.next()?;
+            let _pw = it.next()?;
+            let id = it.next()?.parse().ok()?;
+            Some((name.to_string(), id))
+        })
+        .collect()
 }
 
 /// Unpacks a cpio newc stream. Hard links (entries sharing an inode, only
 /// the last carrying data, as RPM writes them) become files sharing one
 /// blob.
-pub fn unpack_cpio(sink: &mut Sink, mut r: Box<dyn Read + '_>, place: &Placement) -> Result<()> {
+pub fn unpack_cpio(
+    sink: &mut Sink,
+    mut r: Box<dyn Read + '_>,
+    place: &Placement,
+    owners: &HashMap<String, (u32, u32)>,
+) -> Result<()> {
     let mut pending: HashMap<u32, Vec<(String, u32, u32, u32)>> = HashMap::new();
     for _ in 0..10_000_000u64 {
         let mut rd = cpio::NewcReader::new(r).context("corrupt or truncated cpio payload")?;
         let e = rd.entry();
         if e.is_trailer() {
+            // Read to the end so the payload digest (checked by the RPM
+            // reader at end of stream) covers every byte.
+            let mut rest = rd.finish().context("corrupt or truncated cpio payload")?;
+            io::copy(&mut rest, &mut io::sink()).context("RPM payload")?;
             break;
         }
         let raw = e.name().to_string();
-        let (mode, uid, gid, ino, nlink, size) = (
-            e.mode(),
-            e.uid(),
-            e.gid(),
-            e.ino(),
-            e.nlink(),
-            e.file_size(),
-        );
+        let (uid, gid) = owners
+            .get(raw.trim_start_matches("./"))
+            .copied()
+            .unwrap_or((e.uid(), e.gid()));
+        let (mode, ino, nlink, size) = (e.mode(), e.ino(), e.nlink(), e.file_size());
         let (maj, min) = (e.rdev_major(), e.rdev_minor());
         let what = |err: anyhow::Error| err.context(format!("member `{raw}`"));
         if let Some(path) = place.map(&raw, true).map_err(what)? {

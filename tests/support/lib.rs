@@ -147,3 +147,142 @@ pub fn debian_packages(names: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
     }
     Ok(out)
 }
+
+/// One member of a fixture tarball.
+pub enum Member<'a> {
+    /// Directory.
+    Dir(&'a str, u32),
+    /// Regular file with content, mode, uid, gid.
+    File(&'a str, &'a [u8], u32, u32, u32),
+    /// Symlink `path -> target`.
+    Symlink(&'a str, &'a str),
+    /// Hard link `path => target`.
+    Hardlink(&'a str, &'a str),
+}
+
+/// Writes an uncompressed or gzip tarball with exactly these members. Names
+/// are written raw (no validation), so tests can make hostile archives.
+pub fn write_tar(path: &Path, members: &[Member], gzip: bool) {
+    let mut buf = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut buf);
+        for m in members {
+            let mut h = tar::Header::new_gnu();
+            h.set_mtime(1_700_000_000);
+            let (name, data): (&str, &[u8]) = match m {
+                Member::Dir(n, mode) => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_mode(*mode);
+                    h.set_size(0);
+                    (n, &[])
+                }
+                Member::File(n, d, mode, uid, gid) => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_mode(*mode);
+                    h.set_uid(*uid as u64);
+                    h.set_gid(*gid as u64);
+                    h.set_size(d.len() as u64);
+                    (n, d)
+                }
+                Member::Symlink(n, t) | Member::Hardlink(n, t) => {
+                    h.set_entry_type(if matches!(m, Member::Symlink(..)) {
+                        tar::EntryType::Symlink
+                    } else {
+                        tar::EntryType::Link
+                    });
+                    h.set_mode(0o777);
+                    h.set_size(0);
+                    let l = &mut h.as_gnu_mut().unwrap().linkname;
+                    l[..t.len()].copy_from_slice(t.as_bytes());
+                    (n, &[])
+                }
+            };
+            let raw = &mut h.as_gnu_mut().unwrap().name;
+            raw[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        }
+        b.finish().unwrap();
+    }
+    let bytes = if gzip {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&buf).unwrap();
+        e.finish().unwrap()
+    } else {
+        buf
+    };
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// An x86_64 ELF executable from the host, to stand in for real binaries.
+pub fn host_elf() -> Vec<u8> {
+    std::fs::read("/bin/true").expect("/bin/true")
+}
+
+/// A small EL-like base: usrmerge links, os-release, passwd/group, an ELF.
+pub fn write_small_base(path: &Path) {
+    let elf = host_elf();
+    write_tar(
+        path,
+        &[
+            Member::Dir("etc/", 0o755),
+            Member::File("etc/os-release", b"NAME=\"Test EL\"\nID=\"testel\"\nVERSION_ID=\"9.9\"\nPRETTY_NAME=\"Test EL 9.9\"\n", 0o644, 0, 0),
+            Member::File("etc/passwd", b"root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:Kernel Overflow User:/:/sbin/nologin\n", 0o644, 0, 0),
+            Member::File("etc/group", b"root:x:0:\nnobody:x:65534:\n", 0o644, 0, 0),
+            Member::File("etc/shadow", b"root:!!:19000::::::\n", 0o000, 0, 0),
+            Member::Dir("usr/", 0o755),
+            Member::Dir("usr/bin/", 0o755),
+            Member::Dir("usr/sbin/", 0o755),
+            Member::Dir("usr/lib/", 0o755),
+            Member::File("usr/bin/true", &elf, 0o755, 0, 0),
+            Member::File("usr/sbin/init", &elf, 0o755, 0, 0),
+            Member::Hardlink("usr/bin/true2", "usr/bin/true"),
+            Member::Symlink("bin", "usr/bin"),
+            Member::Symlink("sbin", "usr/sbin"),
+            Member::Symlink("lib", "usr/lib"),
+            Member::Dir("boot/", 0o555),
+            Member::File("boot/vmlinuz-9.9.0", b"not really a kernel", 0o644, 0, 0),
+            Member::Dir("var/", 0o755),
+            Member::Dir("var/tmp/", 0o1777),
+        ],
+        true,
+    );
+}
+
+/// Hex sha256 of bytes.
+pub fn sha256_hex(b: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(b))
+}
+
+/// A hash of every file, link and mode under a directory (for "nothing
+/// changed" assertions).
+pub fn tree_digest(dir: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mut lines = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(dir).unwrap().display().to_string();
+            if md.is_dir() {
+                stack.push(p.clone());
+                lines.push(format!("d {rel} {:o}", md.mode()));
+            } else if md.file_type().is_symlink() {
+                lines.push(format!(
+                    "l {rel} {}",
+                    std::fs::read_link(&p).unwrap().display()
+                ));
+            } else {
+                lines.push(format!("f {rel} {:o} {}", md.mode(), sha256_file(&p)));
+            }
+        }
+    }
+    lines.sort();
+    sha256_hex(lines.join("\n").as_bytes())
+}
