@@ -135,7 +135,8 @@ pub struct Artifact {
     /// rpm, deb), after a leading `./`.
     #[serde(default)]
     pub strip_components: u32,
-    /// Only entries matching one of these globs (after stripping) are taken.
+    /// Only members matching one of these globs are taken (matched against
+    /// the member path as `tar -t` lists it, before stripping, without `./`).
     #[serde(default)]
     pub include: Vec<String>,
     /// Entries matching these globs are skipped.

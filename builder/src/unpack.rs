@@ -16,8 +16,8 @@ use crate::pkgdb::Package;
 use crate::tree::{Entry, Kind, Tree};
 
 /// Where an archive's entries go: destination directory, stripped leading
-/// components and include/exclude filters (matched against the entry path
-/// after stripping, without a leading `./`).
+/// components and include/exclude filters (matched against the member path
+/// before stripping, without a leading `./`).
 #[derive(Default)]
 pub struct Placement {
     /// Destination directory in the image (`/` or `/opt/cni/bin`).
@@ -75,19 +75,22 @@ impl Placement {
         if comps.len() <= self.strip as usize {
             return Ok(None);
         }
-        let rel = comps[self.strip as usize..].join("/");
         if filter {
+            // Filters see the member path as `tar -t` lists it (before
+            // stripping, without `./`).
+            let full = comps.join("/");
             if let Some(inc) = &self.include {
-                if !inc.is_match(&rel) {
+                if !inc.is_match(&full) {
                     return Ok(None);
                 }
             }
             if let Some(exc) = &self.exclude {
-                if exc.is_match(&rel) {
+                if exc.is_match(&full) {
                     return Ok(None);
                 }
             }
         }
+        let rel = comps[self.strip as usize..].join("/");
         Ok(Some(format!("{}/{}", self.dest.trim_end_matches('/'), rel)))
     }
 }
@@ -579,7 +582,7 @@ mod tests {
         let p = Placement {
             dest: "/opt/cni/bin".into(),
             strip: 1,
-            include: globset(&["bridge".into(), "host-local".into()]).unwrap(),
+            include: globset(&["cni/bridge".into(), "cni/host-local".into()]).unwrap(),
             exclude: None,
         };
         assert_eq!(
