@@ -719,3 +719,30 @@ formats = ["rootfs"]
             .contains("NODEBAKE_TEST_UNSET_Y"));
     }
 }
+
+#[cfg(test)]
+mod shipped_specs {
+    use super::*;
+
+    /// Every spec in images/ parses and validates, and every digest in it is
+    /// either a real sha256 or explicitly deferred to a lock file.
+    #[test]
+    fn shipped_specs_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().map(|x| x == "toml").unwrap_or(false) {
+                let text = std::fs::read_to_string(&p).unwrap();
+                let spec = ImageSpec::parse(&text, &p.display().to_string()).unwrap();
+                assert!(!spec.artifacts.is_empty(), "{}", p.display());
+                n += 1;
+            }
+        }
+        assert!(
+            n >= 3,
+            "demo, el7 and el9 specs expected in {}",
+            dir.display()
+        );
+    }
+}
