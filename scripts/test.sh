@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+export NODEBAKE_DEMO_CACHE=${NODEBAKE_DEMO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nodebake/demo}
 work=$(mktemp -d "${TMPDIR:-/tmp}/nodebake-test-XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
@@ -17,7 +18,7 @@ scripts/demo.sh "$work/demo-a"
 scripts/demo.sh "$work/demo-b"
 cmp "$work/demo-a/SHA256SUMS" "$work/demo-b/SHA256SUMS"
 target/release/nodebake build images/demo.toml --quiet --no-cache \
-  --lock "${NODEBAKE_DEMO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nodebake/demo}/demo.lock" --out "$work/demo-c" >/dev/null
+  --lock "$NODEBAKE_DEMO_CACHE/demo.lock" --out "$work/demo-c" >/dev/null
 cmp "$work/demo-a/SHA256SUMS" "$work/demo-c/SHA256SUMS"
 echo "demo: three builds (one without the build cache) have identical SHA256SUMS"
 target/release/nodebake verify "$work/demo-a"
@@ -27,7 +28,6 @@ if target/release/nodebake verify "$work/demo-a" 2>"$work/verify.err"; then
 fi
 grep -q "rootfs.tar.gz" "$work/verify.err"
 echo "demo: verify catches a changed byte and names rootfs.tar.gz"
-export NODEBAKE_DEMO_CACHE=${NODEBAKE_DEMO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nodebake/demo}
 
 echo "== cargo test --workspace"
 cargo build --workspace --all-targets
