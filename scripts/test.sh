@@ -22,7 +22,9 @@ target/release/nodebake build images/demo.toml --quiet --no-cache \
 cmp "$work/demo-a/SHA256SUMS" "$work/demo-c/SHA256SUMS"
 echo "demo: three builds (one without the build cache) have identical SHA256SUMS"
 target/release/nodebake verify "$work/demo-a"
-printf '\x00' | dd of="$work/demo-a/rootfs.tar.gz" bs=1 seek=1000 conv=notrunc status=none
+# Change one byte (to a different value) in place.
+b=$(dd if="$work/demo-a/rootfs.tar.gz" bs=1 skip=1000 count=1 status=none | od -An -tu1 | tr -d ' ')
+printf "\\$(printf %03o $(( (b + 1) % 256 )))" | dd of="$work/demo-a/rootfs.tar.gz" bs=1 seek=1000 conv=notrunc status=none
 if target/release/nodebake verify "$work/demo-a" 2>"$work/verify.err"; then
   echo "verify accepted a changed rootfs.tar.gz" >&2; exit 1
 fi
