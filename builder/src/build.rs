@@ -532,6 +532,25 @@ fn unpack_input(
             let size = f.metadata()?.len();
             (f, size)
         }
+        Source::Registry { reference, .. } => {
+            let Some(d) = inp.sha256.as_deref().filter(|d| store.has(d)) else {
+                bail!(
+                    "{what}: image `{reference}` (archive sha256 {}) is not in the store {}; run `nodebake fetch` (or `nodebake bundle import`) first",
+                    inp.sha256.as_deref().unwrap_or("unpinned"),
+                    store.root().display()
+                );
+            };
+            let f = store.open_object(d)?;
+            let size = f.metadata()?.len();
+            (f, size)
+        }
+        // A pinned local file that is not there (a spec unpacked from a
+        // bundle): the store holds it under its digest.
+        Source::Path(p) if !p.exists() && inp.sha256.as_deref().is_some_and(|d| store.has(d)) => {
+            let f = store.open_object(inp.sha256.as_deref().unwrap_or_default())?;
+            let size = f.metadata()?.len();
+            (f, size)
+        }
         Source::Path(p) => {
             let f = std::fs::File::open(p)
                 .with_context(|| format!("{what}: cannot open {}", p.display()))?;
@@ -599,9 +618,13 @@ fn unpack_input(
                             .unwrap_or(0o644);
                         let id = sink.file(&dest, &mut hr, mode, 0, 0)?;
                         let format = unpack::image_archive_format(blobs, &id)?;
+                        let pinned = match &inp.source {
+                            Source::Registry { digest, .. } => digest.clone(),
+                            _ => None,
+                        };
                         images.push(BakedImage {
                             reference: a.reference.clone().unwrap_or_default(),
-                            digest: a.digest.clone(),
+                            digest: a.digest.clone().or(pinned),
                             path: dest,
                             format: format.to_string(),
                         });

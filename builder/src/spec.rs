@@ -94,7 +94,36 @@ pub struct Kubernetes {
     /// Name of the artifact holding the CNI manifest.
     #[serde(default)]
     pub cni_manifest: Option<String>,
+    /// `"auto"`: add the control-plane images `kubeadm config images list`
+    /// names for `version` (and the CNI's images) as registry artifacts.
+    #[serde(default)]
+    pub images: ImagesMode,
+    /// Repository the control-plane images come from (kubeadm's
+    /// `imageRepository`); default: kubeadm's for `version`.
+    #[serde(default)]
+    pub image_repository: Option<String>,
+    /// Repository of the CNI's images (default: the CNI's upstream one).
+    #[serde(default)]
+    pub cni_image_repository: Option<String>,
+    /// CNI version whose images are added (default: see
+    /// `kubeadm_images::default_cni_version`).
+    #[serde(default)]
+    pub cni_version: Option<String>,
 }
+
+/// Whether the Kubernetes images are listed by hand or resolved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImagesMode {
+    /// Only the `[[artifact]]`s of the spec (default).
+    #[default]
+    None,
+    /// Control-plane + CNI images resolved for `kubernetes.version`.
+    Auto,
+}
+
+/// `source` of an image artifact that is pulled from its registry.
+pub const REGISTRY_SOURCE: &str = "registry";
 
 /// How an artifact is unpacked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,7 +147,8 @@ pub enum ArtifactKind {
 pub struct Artifact {
     /// Unique name, used in errors and the manifest.
     pub name: String,
-    /// Path (relative to the spec) or `http(s)://` URL.
+    /// Path (relative to the spec), `http(s)://` URL, or `"registry"`
+    /// (kind `image` only: pulled from the registry of `reference`).
     pub source: String,
     /// sha256 of the source (see [`Base::sha256`]).
     #[serde(default)]
@@ -259,8 +289,12 @@ pub struct LockedInput {
     pub name: String,
     /// Resolved source the digest was taken from.
     pub source: String,
-    /// Hex sha256.
+    /// Hex sha256 (for a registry image: of the archive nodebake writes).
     pub sha256: String,
+    /// Registry images: the manifest (or index) digest the reference
+    /// resolved to, `sha256:<hex>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 /// A spec with its location, lock and resolved sources.
@@ -287,6 +321,13 @@ pub enum Source {
     Path(PathBuf),
     /// An `http(s)` URL.
     Url(String),
+    /// A container image pulled from its registry (`source = "registry"`).
+    Registry {
+        /// The reference (`registry.k8s.io/pause:3.10`).
+        reference: String,
+        /// Manifest digest, from the spec or the lock (`sha256:<hex>`).
+        digest: Option<String>,
+    },
 }
 
 /// An input as the build reads it.
@@ -354,16 +395,27 @@ impl ImageSpec {
             }
             match a.kind {
                 ArtifactKind::Image => {
-                    if a.reference.is_none() {
+                    let Some(r) = &a.reference else {
                         bail!("{at}: field `reference` is required for kind = \"image\"");
-                    }
+                    };
                     if let Some(d) = &a.digest {
                         check_digest(d).with_context(|| format!("{at}: field `digest`"))?;
+                    }
+                    if a.source == REGISTRY_SOURCE {
+                        crate::registry::ImageRef::parse(r)
+                            .with_context(|| format!("{at}: field `reference`"))?;
+                        if a.strip_components != 0 || !a.include.is_empty() || !a.exclude.is_empty()
+                        {
+                            bail!("{at}: `strip_components`/`include`/`exclude` do not apply to images");
+                        }
                     }
                 }
                 _ => {
                     if a.reference.is_some() || a.digest.is_some() {
                         bail!("{at}: fields `reference`/`digest` are only for kind = \"image\"");
+                    }
+                    if a.source == REGISTRY_SOURCE {
+                        bail!("{at}: field `source`: \"registry\" is only for kind = \"image\"");
                     }
                 }
             }
@@ -418,6 +470,34 @@ impl ImageSpec {
         if parts.len() != 3 || parts.iter().any(|p| p.parse::<u32>().is_err()) {
             bail!("kubernetes: field `version`: `{v}` is not MAJOR.MINOR.PATCH");
         }
+        let k = &self.kubernetes;
+        for (field, repo) in [
+            ("image_repository", &k.image_repository),
+            ("cni_image_repository", &k.cni_image_repository),
+        ] {
+            if let Some(r) = repo {
+                crate::registry::ImageRef::parse(&format!("{r}/x:1")).with_context(|| {
+                    format!("kubernetes: field `{field}`: `{r}` is not a repository")
+                })?;
+            }
+        }
+        if let Some(v) = &k.cni_version {
+            if v.is_empty() || v.contains(char::is_whitespace) {
+                bail!("kubernetes: field `cni_version`: `{v}` is not a version");
+            }
+        }
+        if k.images == ImagesMode::Auto {
+            for img in
+                crate::kubeadm_images::resolve(self).context("kubernetes: images = \"auto\"")?
+            {
+                if self.artifacts.iter().any(|a| a.name == img.name) {
+                    bail!(
+                        "kubernetes: images = \"auto\" adds artifact `{}`, which the spec also declares (remove one)",
+                        img.name
+                    );
+                }
+            }
+        }
         for p in &self.profiles {
             if p.is_empty() || p.contains('/') {
                 bail!("field `profiles`: `{p}` is not a profile name");
@@ -443,11 +523,23 @@ impl LoadedSpec {
     /// Reads, parses and resolves a spec file. `lock` is the lock file path
     /// (default `SPEC.lock` beside the spec; a missing default is fine).
     pub fn load(path: &Path, lock: Option<&Path>) -> Result<LoadedSpec> {
+        LoadedSpec::load_with(path, lock, false)
+    }
+
+    /// Like [`LoadedSpec::load`]; with `allow_unpinned` an input without a
+    /// digest (or `"locked"` without a lock entry) resolves with
+    /// `sha256: None` instead of failing (`nodebake fetch --pin`).
+    pub fn load_with(path: &Path, lock: Option<&Path>, allow_unpinned: bool) -> Result<LoadedSpec> {
         let bytes =
             std::fs::read(path).with_context(|| format!("reading spec {}", path.display()))?;
         let text = String::from_utf8(bytes.clone())
             .with_context(|| format!("{}: not UTF-8", path.display()))?;
-        let spec = ImageSpec::parse(&text, &path.display().to_string())?;
+        let mut spec = ImageSpec::parse(&text, &path.display().to_string())?;
+        if spec.kubernetes.images == ImagesMode::Auto {
+            let auto = crate::kubeadm_images::resolve(&spec)?;
+            spec.artifacts
+                .extend(auto.into_iter().map(|i| i.into_artifact()));
+        }
         let digest = format!("sha256:{}", crate::hashio::sha256_hex(&bytes));
         let dir = path
             .parent()
@@ -468,26 +560,27 @@ impl LoadedSpec {
             None if default_lock.exists() => read_lock(&default_lock)?,
             None => BTreeMap::new(),
         };
+        let ctx = ResolveCtx {
+            dir: &dir,
+            repo_root: repo_root.as_deref(),
+            locked: &locked,
+            allow_unpinned,
+        };
         let mut inputs = Vec::new();
         inputs.push(resolve_input(
             "base",
             &spec.base.source,
             spec.base.sha256.as_deref(),
             None,
-            &dir,
-            repo_root.as_deref(),
-            &locked,
+            &ctx,
         )?);
         for a in &spec.artifacts {
-            inputs.push(resolve_input(
-                &a.name,
-                &a.source,
-                a.sha256.as_deref(),
-                Some(a.kind),
-                &dir,
-                repo_root.as_deref(),
-                &locked,
-            )?);
+            let inp = if a.source == REGISTRY_SOURCE {
+                resolve_registry_input(a, &ctx)?
+            } else {
+                resolve_input(&a.name, &a.source, a.sha256.as_deref(), Some(a.kind), &ctx)?
+            };
+            inputs.push(inp);
         }
         Ok(LoadedSpec {
             spec,
@@ -505,7 +598,8 @@ impl LoadedSpec {
     }
 }
 
-fn read_lock(p: &Path) -> Result<BTreeMap<String, LockedInput>> {
+/// Reads and checks a lock file, by input name.
+pub fn read_lock(p: &Path) -> Result<BTreeMap<String, LockedInput>> {
     let text =
         std::fs::read_to_string(p).with_context(|| format!("reading lock file {}", p.display()))?;
     let lock: LockFile =
@@ -526,6 +620,15 @@ fn read_lock(p: &Path) -> Result<BTreeMap<String, LockedInput>> {
                 i.name
             )
         })?;
+        if let Some(d) = &i.digest {
+            check_digest(d).with_context(|| {
+                format!(
+                    "lock file {}: input `{}`: field `digest`",
+                    p.display(),
+                    i.name
+                )
+            })?;
+        }
         m.insert(i.name.clone(), i);
     }
     Ok(m)
@@ -558,15 +661,70 @@ pub fn expand_env(s: &str) -> Result<String> {
     Ok(out)
 }
 
+struct ResolveCtx<'a> {
+    dir: &'a Path,
+    repo_root: Option<&'a Path>,
+    locked: &'a BTreeMap<String, LockedInput>,
+    allow_unpinned: bool,
+}
+
+/// A `source = "registry"` image: the archive digest comes from the spec's
+/// `sha256` or the lock, the manifest digest from the spec or the lock
+/// (they must agree when both are given).
+fn resolve_registry_input(a: &Artifact, ctx: &ResolveCtx) -> Result<InputRef> {
+    let what = format!("artifact `{}`", a.name);
+    let reference = a.reference.clone().unwrap_or_default();
+    let lock = ctx.locked.get(&a.name);
+    if let Some(l) = lock {
+        if l.source != reference {
+            bail!(
+                "{what}: the lock file pins `{}`, the spec asks for `{reference}` (run `nodebake fetch --pin`)",
+                l.source
+            );
+        }
+    }
+    let lock_digest = lock.and_then(|l| l.digest.clone());
+    let digest = match (&a.digest, &lock_digest) {
+        (Some(s), Some(l)) if s != l => {
+            bail!("{what}: field `digest` ({s}) disagrees with the lock file ({l})")
+        }
+        (Some(s), _) => Some(s.clone()),
+        (None, l) => l.clone(),
+    };
+    let from_lock = lock.map(|l| l.sha256.clone());
+    let sha = match a.sha256.as_deref() {
+        Some("locked") | None => from_lock,
+        Some(s) => {
+            if let Some(l) = &from_lock {
+                if !l.eq_ignore_ascii_case(s) {
+                    bail!("{what}: field `sha256` ({s}) disagrees with the lock file ({l})");
+                }
+            }
+            Some(s.to_ascii_lowercase())
+        }
+    };
+    if sha.is_none() && !ctx.allow_unpinned {
+        bail!(
+            "{what}: image `{reference}` is not pinned: no lock entry (run `nodebake fetch --pin`)"
+        );
+    }
+    Ok(InputRef {
+        name: a.name.clone(),
+        source_text: reference.clone(),
+        source: Source::Registry { reference, digest },
+        sha256: sha,
+        kind: Some(ArtifactKind::Image),
+    })
+}
+
 fn resolve_input(
     name: &str,
     source_text: &str,
     sha256: Option<&str>,
     kind: Option<ArtifactKind>,
-    dir: &Path,
-    repo_root: Option<&Path>,
-    locked: &BTreeMap<String, LockedInput>,
+    ctx: &ResolveCtx,
 ) -> Result<InputRef> {
+    let (dir, repo_root, locked) = (ctx.dir, ctx.repo_root, ctx.locked);
     let what = if name == "base" {
         "base".to_string()
     } else {
@@ -582,6 +740,7 @@ fn resolve_input(
     };
     let from_lock = locked.get(name).map(|l| l.sha256.clone());
     let sha = match sha256 {
+        Some("locked") if ctx.allow_unpinned => from_lock,
         Some("locked") => Some(from_lock.ok_or_else(|| {
             anyhow!("{what}: field `sha256` = \"locked\" but no lock file pins `{name}` (run `nodebake fetch --pin` or pass --lock)")
         })?),
@@ -603,7 +762,7 @@ fn resolve_input(
             _ => false,
         };
         let is_dir = matches!(&source, Source::Path(p) if p.is_dir());
-        if !in_repo && !is_dir {
+        if !in_repo && !is_dir && !ctx.allow_unpinned {
             bail!("{what}: field `sha256` is required for `{source_text}` (it is not inside the spec's repository)");
         }
     }
@@ -644,7 +803,8 @@ pub fn check_hex_sha256(s: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_digest(d: &str) -> Result<()> {
+/// Checks a `sha256:<64 hex>` digest.
+pub fn check_digest(d: &str) -> Result<()> {
     let hex = d
         .strip_prefix("sha256:")
         .ok_or_else(|| anyhow!("`{d}` must start with `sha256:`"))?;

@@ -5,14 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
-
-use crate::hashio::HashingReader;
+use anyhow::{Context, Result};
 
 /// The store root and its operations.
 #[derive(Debug, Clone)]
@@ -21,9 +17,6 @@ pub struct InputStore {
     /// Refuse any network access.
     pub offline: bool,
 }
-
-/// Retries of one download before giving up.
-const DOWNLOAD_TRIES: u32 = 4;
 
 impl InputStore {
     /// `$NODEBAKE_STORE`, else `$XDG_CACHE_HOME/nodebake/store`, else
@@ -67,86 +60,19 @@ impl InputStore {
     }
 
     /// Makes sure the content of `url` with digest `expected` is in the
-    /// store, downloading it if needed (bounded retries with backoff).
+    /// store, downloading it if needed (bounded retries with backoff,
+    /// resumed with HTTP `Range`; see [`crate::fetch::download_to_store`]).
     /// With no `expected` digest the download is kept under its actual
     /// digest, which is returned.
     pub fn fetch_url(&self, what: &str, url: &str, expected: Option<&str>) -> Result<String> {
-        if let Some(e) = expected {
-            if self.has(e) {
-                return Ok(e.to_string());
-            }
-        }
-        if self.offline {
-            bail!(
-                "{what}: `{url}` (sha256 {}) is not in the store {} and --offline forbids the network",
-                expected.unwrap_or("unpinned"),
-                self.root.display()
-            );
-        }
-        let mut last = None;
-        for attempt in 0..DOWNLOAD_TRIES {
-            if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(250 << attempt));
-            }
-            match self.download_once(url, expected) {
-                Ok(d) => return Ok(d),
-                Err(DownloadError::Fatal(e)) => {
-                    return Err(e.context(format!("{what}: downloading {url}")))
-                }
-                Err(DownloadError::Retry(e)) => last = Some(e),
-            }
-        }
-        Err(last
-            .unwrap_or_else(|| anyhow!("no attempt made"))
-            .context(format!(
-                "{what}: downloading {url} failed after {DOWNLOAD_TRIES} tries"
-            )))
-    }
-
-    fn download_once(&self, url: &str, expected: Option<&str>) -> Result<String, DownloadError> {
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(20))
-            .timeout_read(Duration::from_secs(60))
-            .build();
-        let resp = match agent.get(url).call() {
-            Ok(r) => r,
-            Err(ureq::Error::Status(code, _)) if code == 404 || code == 403 || code == 410 => {
-                return Err(DownloadError::Fatal(anyhow!("HTTP status {code}")))
-            }
-            Err(ureq::Error::Status(code, _)) => {
-                return Err(DownloadError::Retry(anyhow!("HTTP status {code}")))
-            }
-            Err(e) => return Err(DownloadError::Retry(anyhow!("{e}"))),
-        };
-        let length: Option<u64> = resp.header("Content-Length").and_then(|v| v.parse().ok());
-        let tmp = tempfile::NamedTempFile::new_in(self.root.join("tmp"))
-            .map_err(|e| DownloadError::Fatal(e.into()))?;
-        let mut r = HashingReader::new(resp.into_reader());
-        let mut w = io::BufWriter::new(tmp.as_file());
-        io::copy(&mut r, &mut w).map_err(|e| DownloadError::Retry(anyhow!("reading body: {e}")))?;
-        w.flush().map_err(|e| DownloadError::Fatal(e.into()))?;
-        drop(w);
-        let (digest, n) = r.finish().map_err(|e| DownloadError::Retry(e.into()))?;
-        if let Some(len) = length {
-            if n != len {
-                return Err(DownloadError::Retry(anyhow!(
-                    "truncated body: got {n} of {len} bytes"
-                )));
-            }
-        }
-        if let Some(e) = expected {
-            if !e.eq_ignore_ascii_case(&digest) {
-                return Err(DownloadError::Fatal(anyhow!(
-                    "digest mismatch: expected sha256 {e}, got {digest}"
-                )));
-            }
-        }
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| DownloadError::Fatal(e.into()))?;
-        tmp.persist(self.object_path(&digest))
-            .map_err(|e| DownloadError::Fatal(e.error.into()))?;
-        Ok(digest)
+        crate::fetch::download_url(
+            self,
+            &crate::fetch::HttpConfig::default(),
+            &crate::fetch::FetchProgress::hidden(),
+            what,
+            url,
+            expected,
+        )
     }
 
     /// Opens a store object for reading.
@@ -182,11 +108,6 @@ impl InputStore {
     pub fn build_dir(&self, key: &str) -> PathBuf {
         self.root.join("builds").join(key)
     }
-}
-
-enum DownloadError {
-    Retry(anyhow::Error),
-    Fatal(anyhow::Error),
 }
 
 fn stat_key(path: &Path) -> Result<String> {
