@@ -53,6 +53,44 @@ enum Command {
         #[arg(long)]
         no_cache: bool,
     },
+    /// Download every URL and registry input of SPEC into the store,
+    /// verified by sha256; refuses unpinned inputs unless --pin.
+    Fetch {
+        /// Image spec (images/*.toml).
+        spec: PathBuf,
+        /// Record every digest in the lock file (written atomically) and show them.
+        #[arg(long)]
+        pin: bool,
+        /// Lock file [default: SPEC.lock].
+        #[arg(long)]
+        lock: Option<PathBuf>,
+        /// Input store [default: $NODEBAKE_STORE or ~/.cache/nodebake/store].
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// Parallel downloads (1-16).
+        #[arg(long, short = 'j', default_value_t = 4)]
+        jobs: usize,
+        /// Seconds a request may wait for data before the attempt fails.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// Attempts per download (with backoff between them).
+        #[arg(long, default_value_t = 4)]
+        tries: u32,
+    },
+    /// One-file bundles for air-gapped machines.
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
+    },
+    /// The images `kubeadm config images list` names for a Kubernetes version.
+    Images {
+        /// Kubernetes version (`1.31.1`).
+        #[arg(long)]
+        kubernetes_version: String,
+        /// Image repository [default: kubeadm's for the version].
+        #[arg(long)]
+        image_repository: Option<String>,
+    },
     /// Re-check an output directory against SHA256SUMS and manifest.json.
     Verify {
         /// Output directory.
@@ -62,6 +100,39 @@ enum Command {
     Inspect {
         /// Output directory.
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum BundleCommand {
+    /// Write SPEC, a lock pinning every input, its profiles and every input
+    /// (from the store) into one file with a checksum manifest.
+    Create {
+        /// Image spec.
+        spec: PathBuf,
+        /// Bundle file to write (atomically).
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Lock file [default: SPEC.lock when it exists].
+        #[arg(long)]
+        lock: Option<PathBuf>,
+        /// Input store [default: $NODEBAKE_STORE or ~/.cache/nodebake/store].
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// Directory of role profiles [default: as `build`].
+        #[arg(long)]
+        profiles_dir: Option<PathBuf>,
+    },
+    /// Verify every member of a bundle, then add its inputs to the store.
+    Import {
+        /// Bundle file.
+        file: PathBuf,
+        /// Input store [default: $NODEBAKE_STORE or ~/.cache/nodebake/store].
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// Also write the spec, its lock and profiles into this directory.
+        #[arg(long)]
+        spec_dir: Option<PathBuf>,
     },
 }
 
@@ -125,6 +196,110 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 for o in &report.outputs {
                     println!("{}  {}", o.sha256, o.name);
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Fetch {
+            spec,
+            pin,
+            lock,
+            store,
+            jobs,
+            timeout,
+            tries,
+        } => {
+            let opts = nodebake::fetch::FetchOptions {
+                spec,
+                lock,
+                store: store.unwrap_or_else(InputStore::default_root),
+                pin,
+                jobs,
+                read_timeout: std::time::Duration::from_secs(timeout.max(1)),
+                tries,
+                quiet: cli.quiet,
+            };
+            let report = nodebake::fetch::fetch(&opts)?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for i in &report.inputs {
+                    match &i.digest {
+                        Some(d) => println!("{}  {}  {} ({d})", i.sha256, i.name, i.source),
+                        None => println!("{}  {}  {}", i.sha256, i.name, i.source),
+                    }
+                }
+                if let Some(l) = &report.lock_written {
+                    eprintln!(
+                        "nodebake: pinned {} inputs in {}",
+                        report.inputs.len(),
+                        l.display()
+                    );
+                }
+                eprintln!(
+                    "nodebake: {} inputs in the store {} ({:.1}s)",
+                    report.inputs.len(),
+                    opts.store.display(),
+                    report.seconds
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bundle { command } => match command {
+            BundleCommand::Create {
+                spec,
+                out,
+                lock,
+                store,
+                profiles_dir,
+            } => {
+                let r = nodebake::bundle::create(
+                    &spec,
+                    lock.as_deref(),
+                    &store.unwrap_or_else(InputStore::default_root),
+                    profiles_dir.as_deref(),
+                    &out,
+                )?;
+                if cli.json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    println!("{}  {}", r.sha256, r.file.display());
+                    eprintln!("nodebake: bundle of {} inputs, {} bytes", r.inputs, r.size);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            BundleCommand::Import {
+                file,
+                store,
+                spec_dir,
+            } => {
+                let store = store.unwrap_or_else(InputStore::default_root);
+                let r = nodebake::bundle::import(&file, &store, spec_dir.as_deref())?;
+                if cli.json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    eprintln!(
+                        "nodebake: {} verified; {} inputs added to {}, {} already there",
+                        file.display(),
+                        r.added,
+                        store.display(),
+                        r.present
+                    );
+                    if let Some(s) = &r.spec {
+                        println!("{}", s.display());
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+        Command::Images {
+            kubernetes_version,
+            image_repository,
+        } => {
+            for i in nodebake::kubeadm_images::kubeadm_images(
+                &kubernetes_version,
+                image_repository.as_deref(),
+            )? {
+                println!("{}", i.reference);
             }
             Ok(ExitCode::SUCCESS)
         }
