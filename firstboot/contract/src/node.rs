@@ -38,7 +38,26 @@
 //!     certificate_key: <64 hex>
 //!     vrrp_password: <1-8 chars>
 //!     ca: { ca_crt, ca_key, front_proxy_ca_crt, front_proxy_ca_key, etcd_ca_crt, etcd_ca_key, sa_key, sa_pub }
+//!   load_balancer:                # optional, masters; every key has a default
+//!     mode: host                  # host | static-pods
+//!     virtual_router_id: 51       # 1-255; default derived from VIP + masters
+//!     priority: 100               # default 100/90/80... by place in `masters`
+//!     advert_interval_ms: 1000    # not whole seconds: VRRPv3, no auth
+//!     unicast: true
+//!     preempt_delay_s: 30         # absent: nopreempt
+//!     check_interval_s: 1         # track script (TCP connect to haproxy)
+//!     check_fall: 2
+//!     check_rise: 2
+//!     backend_inter_ms: 1000      # haproxy apiserver checks
+//!     backend_fall: 2
+//!     backend_rise: 2
+//!     health_path: /healthz       # /healthz | /readyz
+//!     verify_apiserver_ca: false  # true: check against secrets.ca.ca_crt
+//!     apiserver_port: 6443
+//!     stats_port: 8404            # 127.0.0.1 only; absent: no stats
 //! ```
+//!
+//! See [`load_balancer`] for the failover trade-off.
 //!
 //! The local override file ([`crate::layout::LOCAL_METADATA`]) is one YAML
 //! mapping holding both: `instance-id`, `local-hostname` and `nodebake`.
@@ -47,6 +66,7 @@
 //! [`NodeConfig::from_parts`] either returns a config every field of which
 //! was checked, or every problem found, each naming its field.
 
+pub mod load_balancer;
 mod net;
 mod validate;
 
@@ -56,6 +76,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+pub use load_balancer::{LoadBalancer, LoadBalancerMode, LoadBalancerSettings, Preempt};
 pub use net::Ipv4Cidr;
 
 use crate::profile::Role;
@@ -265,6 +286,9 @@ pub struct NodeSettings {
     /// Cluster secrets.
     #[serde(default)]
     pub secrets: SecretSettings,
+    /// Masters' VIP and load balancer; defaults when absent.
+    #[serde(default, skip_serializing_if = "LoadBalancerSettings::is_default")]
+    pub load_balancer: LoadBalancerSettings,
 }
 
 fn default_cluster_name() -> String {
@@ -408,6 +432,11 @@ pub struct NodeConfig {
     pub profile: String,
     /// Secrets.
     pub secrets: Secrets,
+    /// Load balancer settings (used on masters).
+    pub load_balancer: LoadBalancer,
+    /// Problems that do not stop the node (e.g. an even number of
+    /// masters), each naming its field.
+    pub warnings: Vec<FieldError>,
 }
 
 impl NodeConfig {

@@ -201,3 +201,144 @@ fn secret_parse_errors_do_not_echo_the_value() {
     assert!(err.contains("bootstrap_token"), "{err}");
     assert!(!err.contains("987654321"), "{err}");
 }
+
+#[test]
+fn load_balancer_defaults_follow_the_seed() {
+    for (host, prio) in [
+        ("k8s-master1", 100),
+        ("k8s-master2", 90),
+        ("k8s-master3", 80),
+    ] {
+        let (m, s) = seed(host);
+        let c = NodeConfig::from_parts(&m, &s).unwrap();
+        let lb = &c.load_balancer;
+        assert_eq!(lb.priority, prio);
+        assert_eq!(lb.mode, LoadBalancerMode::Host);
+        assert_eq!(lb.advert_interval_ms, 1000);
+        assert_eq!(lb.vrrp_version(), 2);
+        assert_eq!(lb.preempt, Preempt::Never);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+    let id = |h| {
+        NodeConfig::from_parts(&seed(h).0, &seed(h).1)
+            .unwrap()
+            .load_balancer
+            .virtual_router_id
+    };
+    assert_eq!(id("k8s-master1"), id("k8s-master3"));
+    assert_eq!(id("k8s-master1"), id("k8s-node2"));
+}
+
+#[test]
+fn load_balancer_errors_name_their_fields() {
+    let (m, s) = seed("k8s-master2");
+    let mut t = s.clone();
+    t.load_balancer.virtual_router_id = Some(256);
+    assert_field(
+        &m,
+        &t,
+        "nodebake.load_balancer.virtual_router_id",
+        "outside 1-255",
+    );
+    t.load_balancer.virtual_router_id = Some(0);
+    assert_field(
+        &m,
+        &t,
+        "nodebake.load_balancer.virtual_router_id",
+        "outside 1-255",
+    );
+
+    let mut t = s.clone();
+    t.control_plane_endpoint.vip = "192.168.148.154".into();
+    assert_field(
+        &m,
+        &t,
+        "nodebake.control_plane_endpoint.vip",
+        "outside the node subnet",
+    );
+    t.control_plane_endpoint.vip = "192.168.147.139".into();
+    assert_field(
+        &m,
+        &t,
+        "nodebake.control_plane_endpoint.vip",
+        "also the IP of `k8s-master2`",
+    );
+
+    let mut t = s.clone();
+    t.masters[2].ip = t.masters[0].ip.clone();
+    assert_field(&m, &t, "nodebake.masters", "duplicate IP 192.168.147.137");
+
+    let mut t = s.clone();
+    t.control_plane_endpoint.port = 6443;
+    assert_field(
+        &m,
+        &t,
+        "nodebake.control_plane_endpoint.port",
+        "clashes with the apiserver",
+    );
+    t.control_plane_endpoint.port = 2379;
+    assert_field(
+        &m,
+        &t,
+        "nodebake.control_plane_endpoint.port",
+        "etcd client",
+    );
+    let mut t = s.clone();
+    t.load_balancer.stats_port = Some(16443);
+    assert_field(
+        &m,
+        &t,
+        "nodebake.load_balancer.stats_port",
+        "load balancer frontend",
+    );
+
+    let mut t = s.clone();
+    t.load_balancer.advert_interval_ms = 200;
+    t.load_balancer.unicast = false;
+    assert_field(
+        &m,
+        &t,
+        "nodebake.load_balancer.advert_interval_ms",
+        "VRRPv3",
+    );
+    t.load_balancer.advert_interval_ms = 5;
+    assert_field(
+        &m,
+        &t,
+        "nodebake.load_balancer.advert_interval_ms",
+        "not a VRRP advert interval",
+    );
+
+    let mut t = s.clone();
+    t.load_balancer.mode = "pods".into();
+    t.load_balancer.health_path = "/".into();
+    t.load_balancer.check_fall = 0;
+    assert_field(&m, &t, "nodebake.load_balancer.mode", "unknown mode");
+    assert_field(&m, &t, "nodebake.load_balancer.health_path", "health path");
+    assert_field(&m, &t, "nodebake.load_balancer.check_fall", "outside 1-10");
+}
+
+#[test]
+fn even_master_count_is_a_warning() {
+    let (m, mut s) = seed("k8s-master1");
+    s.masters.pop();
+    let c = NodeConfig::from_parts(&m, &s).unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert_eq!(c.warnings[0].field, "nodebake.masters");
+    assert!(c.warnings[0].reason.contains("odd"));
+}
+
+#[test]
+fn load_balancer_settings_parse_and_round_trip() {
+    let text = fixture("k8s-master1", "user-data").replace(
+        "  secrets:\n",
+        "  load_balancer:\n    mode: static-pods\n    advert_interval_ms: 200\n    preempt_delay_s: 30\n    stats_port: 8404\n  secrets:\n",
+    );
+    let s = parse_user_data(&text).unwrap();
+    let c = NodeConfig::from_parts(&seed("k8s-master1").0, &s).unwrap();
+    assert_eq!(c.load_balancer.mode, LoadBalancerMode::StaticPods);
+    assert_eq!(c.load_balancer.vrrp_version(), 3);
+    assert_eq!(c.load_balancer.preempt, Preempt::AfterSeconds(30));
+    assert_eq!(parse_user_data(&render_user_data(&s)).unwrap(), s);
+    assert!(!render_user_data(&seed("k8s-master1").1).contains("load_balancer"));
+}

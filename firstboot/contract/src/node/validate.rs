@@ -4,9 +4,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
+use super::load_balancer::{derive_priority, derive_router_id};
 use super::{
-    Endpoint, FieldError, FirewalldPolicy, Ipv4Cidr, KubeProxyMode, KubeVersion, Member,
-    MemberSettings, MetaData, NodeConfig, NodeSettings, Secrets, NODE_SCHEMA_VERSION,
+    Endpoint, FieldError, FirewalldPolicy, Ipv4Cidr, KubeProxyMode, KubeVersion, LoadBalancer,
+    LoadBalancerMode, Member, MemberSettings, MetaData, NodeConfig, NodeSettings, Preempt, Secrets,
+    NODE_SCHEMA_VERSION,
 };
 use crate::profile::Role;
 
@@ -394,6 +396,24 @@ pub(super) fn validate(meta: &MetaData, s: &NodeSettings) -> Result<NodeConfig, 
     e.take(&n("profile"), check_simple_name(&profile, "profile name"));
 
     let secrets = validate_secrets(&mut e, s, role, meta.local_hostname == s.initialiser);
+    if let (Some(vip), Some(ip)) = (vip, node_ip) {
+        if vip == ip.network() || vip == ip.broadcast() {
+            e.add(
+                n("control_plane_endpoint.vip"),
+                format!("{vip} is the network or broadcast address of {ip}"),
+            );
+        }
+    }
+    let mut warnings = Errors::default();
+    let lb = validate_load_balancer(
+        &mut e,
+        &mut warnings,
+        s,
+        role,
+        &meta.local_hostname,
+        vip,
+        &masters,
+    );
 
     if !e.0.is_empty() {
         return Err(e.0);
@@ -404,7 +424,8 @@ pub(super) fn validate(meta: &MetaData, s: &NodeSettings) -> Result<NodeConfig, 
     else {
         unreachable!("validation recorded no error but a value is missing")
     };
-    let (Some(proxy), Some(firewalld), Some(secrets)) = (proxy, firewalld, secrets) else {
+    let (Some(proxy), Some(firewalld), Some(secrets), Some(lb)) = (proxy, firewalld, secrets, lb)
+    else {
         unreachable!("validation recorded no error but a value is missing")
     };
     Ok(NodeConfig {
@@ -435,6 +456,205 @@ pub(super) fn validate(meta: &MetaData, s: &NodeSettings) -> Result<NodeConfig, 
         kubelet_extra_args: s.kubelet_extra_args.clone(),
         profile,
         secrets,
+        load_balancer: lb,
+        warnings: warnings.0,
+    })
+}
+
+/// Ports a master's own components listen on (apiserver aside): etcd,
+/// kubelet, controller-manager, scheduler.
+const MASTER_PORTS: [(u16, &str); 5] = [
+    (2379, "etcd client"),
+    (2380, "etcd peer"),
+    (10250, "kubelet"),
+    (10257, "kube-controller-manager"),
+    (10259, "kube-scheduler"),
+];
+
+/// Checks `nodebake.load_balancer` and the endpoint against it, and
+/// resolves router id and priority. Masters' problems are errors; an even
+/// number of masters is a warning.
+fn validate_load_balancer(
+    e: &mut Errors,
+    warnings: &mut Errors,
+    s: &NodeSettings,
+    role: Option<Role>,
+    hostname: &str,
+    vip: Option<Ipv4Addr>,
+    masters: &[Member],
+) -> Option<LoadBalancer> {
+    let lb = &s.load_balancer;
+    let f = |x: &str| format!("nodebake.load_balancer.{x}");
+    let before = e.0.len();
+    let mode = match lb.mode.as_str() {
+        "host" => Some(LoadBalancerMode::Host),
+        "static-pods" => Some(LoadBalancerMode::StaticPods),
+        other => {
+            e.add(
+                f("mode"),
+                format!("unknown mode `{other}` (expected `host` or `static-pods`)"),
+            );
+            None
+        }
+    };
+    let router_id = match lb.virtual_router_id {
+        Some(id) if !(1..=255).contains(&id) => {
+            e.add(
+                f("virtual_router_id"),
+                format!("{id} is outside 1-255 (VRRP router ids are one byte, 0 is reserved)"),
+            );
+            None
+        }
+        Some(id) => Some(id as u8),
+        None => {
+            let ips: Vec<Ipv4Addr> = masters.iter().map(|m| m.ip).collect();
+            vip.map(|v| derive_router_id(v, &ips))
+        }
+    };
+    let priority = match lb.priority {
+        Some(p) if !(1..=254).contains(&p) => {
+            e.add(
+                f("priority"),
+                format!("{p} is outside 1-254 (255 is reserved for the address owner)"),
+            );
+            None
+        }
+        Some(p) => Some(p as u8),
+        None => Some(
+            masters
+                .iter()
+                .position(|m| m.name == hostname)
+                .map(|i| derive_priority(i, masters.len()))
+                .unwrap_or(0),
+        ),
+    };
+    let adv = lb.advert_interval_ms;
+    if !(10..=40_950).contains(&adv) || adv % 10 != 0 {
+        e.add(
+            f("advert_interval_ms"),
+            format!("{adv} ms is not a VRRP advert interval (10-40950 ms in steps of 10)"),
+        );
+    } else if adv % 1000 == 0 && adv > 255_000 {
+        e.add(f("advert_interval_ms"), "at most 255 s");
+    } else if adv % 1000 != 0 && !lb.unicast {
+        e.add(
+            f("advert_interval_ms"),
+            format!(
+                "{adv} ms needs VRRPv3, which has no authentication: use `unicast: true` so only the other masters' adverts are accepted"
+            ),
+        );
+    }
+    for (name, v, lo, hi) in [
+        ("check_interval_s", lb.check_interval_s, 1, 60),
+        ("check_fall", lb.check_fall, 1, 10),
+        ("check_rise", lb.check_rise, 1, 10),
+        ("backend_inter_ms", lb.backend_inter_ms, 100, 60_000),
+        ("backend_fall", lb.backend_fall, 1, 10),
+        ("backend_rise", lb.backend_rise, 1, 10),
+    ] {
+        if !(lo..=hi).contains(&v) {
+            e.add(f(name), format!("{v} is outside {lo}-{hi}"));
+        }
+    }
+    if let Some(d) = lb.preempt_delay_s {
+        if d > 1000 {
+            e.add(f("preempt_delay_s"), format!("{d} is above 1000 s"));
+        }
+    }
+    if !matches!(lb.health_path.as_str(), "/healthz" | "/readyz" | "/livez") {
+        e.add(
+            f("health_path"),
+            format!(
+                "`{}` is not an apiserver health path (`/healthz`, `/readyz` or `/livez`)",
+                lb.health_path
+            ),
+        );
+    }
+    if lb.verify_apiserver_ca && s.secrets.ca.is_none() && role == Some(Role::Master) {
+        e.add(
+            f("verify_apiserver_ca"),
+            "needs the cluster CA in `secrets.ca.ca_crt`",
+        );
+    }
+    let port = s.control_plane_endpoint.port;
+    if lb.apiserver_port == 0 {
+        e.add(f("apiserver_port"), "port 0 is not a port");
+    }
+    if port == lb.apiserver_port {
+        e.add(
+            "nodebake.control_plane_endpoint.port",
+            format!(
+                "{port} clashes with the apiserver port on every master (haproxy and the apiserver would both bind it)"
+            ),
+        );
+    }
+    let mut used: Vec<(u16, String)> = MASTER_PORTS
+        .iter()
+        .map(|(p, w)| (*p, w.to_string()))
+        .collect();
+    used.push((lb.apiserver_port, "apiserver".into()));
+    for (p, what) in &used {
+        if port == *p && *p != lb.apiserver_port {
+            e.add(
+                "nodebake.control_plane_endpoint.port",
+                format!("{port} clashes with the {what} port on masters"),
+            );
+        }
+    }
+    if let Some(sp) = lb.stats_port {
+        used.push((port, "load balancer frontend".into()));
+        if sp == 0 {
+            e.add(f("stats_port"), "port 0 is not a port");
+        }
+        if let Some((_, what)) = used.iter().find(|(p, _)| *p == sp) {
+            e.add(
+                f("stats_port"),
+                format!("{sp} clashes with the {what} port on masters"),
+            );
+        }
+    }
+    for (name, img) in [
+        ("keepalived_image", &lb.keepalived_image),
+        ("haproxy_image", &lb.haproxy_image),
+    ] {
+        if img.is_empty() || img.contains(char::is_whitespace) || img.contains("://") {
+            e.add(f(name), format!("`{img}` is not an image reference"));
+        }
+    }
+    if role == Some(Role::Master) && !masters.is_empty() && masters.len() % 2 == 0 {
+        warnings.add(
+            "nodebake.masters",
+            format!(
+                "{} masters: an even count tolerates no more failures than one master fewer (etcd quorum); use an odd count >= 3",
+                masters.len()
+            ),
+        );
+    }
+    if e.0.len() != before {
+        return None;
+    }
+    Some(LoadBalancer {
+        mode: mode?,
+        virtual_router_id: router_id?,
+        priority: priority?,
+        advert_interval_ms: adv,
+        unicast: lb.unicast,
+        preempt: match lb.preempt_delay_s {
+            Some(d) => Preempt::AfterSeconds(d),
+            None => Preempt::Never,
+        },
+        check_interval_s: lb.check_interval_s,
+        check_fall: lb.check_fall,
+        check_rise: lb.check_rise,
+        backend_inter_ms: lb.backend_inter_ms,
+        backend_fall: lb.backend_fall,
+        backend_rise: lb.backend_rise,
+        health_path: lb.health_path.clone(),
+        verify_apiserver_ca: lb.verify_apiserver_ca,
+        apiserver_port: lb.apiserver_port,
+        stats_port: lb.stats_port,
+        keepalived_image: lb.keepalived_image.clone(),
+        haproxy_image: lb.haproxy_image.clone(),
     })
 }
 
