@@ -114,6 +114,9 @@ pub fn load(opts: &RunOptions, live: bool) -> Result<Loaded> {
         None => metadata::fetch_first(&metadata::discover(&d))?,
     };
     let node = metadata.node_config()?;
+    for w in &node.warnings {
+        eprintln!("nodebake-firstboot: warning: {w}");
+    }
     let image = load_image(&opts.root)?;
     let profile = load_profile(&opts.root, &node)?;
     Ok(Loaded {

@@ -1,5 +1,5 @@
-//! The host steps of first boot, in the order they run. Load balancer and
-//! kubeadm steps (later issues) append to [`host_steps`]'s list.
+//! The host steps of first boot, in the order they run. kubeadm steps
+//! (later issues) append to [`host_steps`]'s list.
 
 pub mod chrony;
 pub mod containerd;
@@ -7,6 +7,7 @@ pub mod firewalld;
 pub mod hostname;
 pub mod hosts;
 pub mod kubelet;
+pub mod load_balancer;
 pub mod modules;
 pub mod selinux;
 pub mod swap;
@@ -15,7 +16,8 @@ pub mod sysctl;
 use crate::step::Step;
 
 /// Every host-preparation step, in order: identity first, then kernel
-/// settings (modules before the sysctls that need them), then services.
+/// settings (modules before the sysctls that need them), then services;
+/// on masters haproxy, then keepalived (its track script checks haproxy).
 pub fn host_steps() -> Vec<Box<dyn Step>> {
     vec![
         Box::new(hostname::Hostname),
@@ -28,5 +30,7 @@ pub fn host_steps() -> Vec<Box<dyn Step>> {
         Box::new(chrony::Chrony),
         Box::new(containerd::Containerd),
         Box::new(kubelet::Kubelet),
+        Box::new(load_balancer::Haproxy),
+        Box::new(load_balancer::Keepalived),
     ]
 }
