@@ -171,7 +171,13 @@ content = "built offline\n"
     let o = run(&mut build(&spec, &empty, &t.path().join("out-x"), true));
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("base") && e.contains("--offline"), "{e}");
+    assert!(
+        e.contains("base (")
+            && e.contains("artifact `tool`")
+            && e.contains("artifact `img`")
+            && e.contains("--offline"),
+        "every missing input is named: {e}"
+    );
 
     // The air gap: a network namespace with nothing but lo.
     let offline_store = t.path().join("store-offline");

@@ -88,6 +88,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let arch = Arch::from_name(&spec.arch)?;
     let mtime = spec.mtime()?;
     let store = InputStore::open(&opts.store, opts.offline)?;
+    if opts.offline {
+        check_offline_inputs(&loaded, &store)?;
+    }
 
     let firstboot = load_firstboot(&opts.firstboot, arch)?;
     let profiles_dir = opts.profiles_dir.clone().unwrap_or_else(|| {
@@ -490,6 +493,41 @@ fn save_cached(store: &InputStore, key: &str, out: &Path) -> Result<()> {
     while builds.len() > 4 {
         let (_, p) = builds.remove(0);
         let _ = std::fs::remove_dir_all(p);
+    }
+    Ok(())
+}
+
+/// `--offline`: every network input must already be in the store; names
+/// all that are not.
+fn check_offline_inputs(loaded: &LoadedSpec, store: &InputStore) -> Result<()> {
+    let missing: Vec<String> = loaded
+        .inputs
+        .iter()
+        .filter(|i| match &i.source {
+            Source::Url(_) | Source::Registry { .. } => {
+                !i.sha256.as_deref().is_some_and(|d| store.has(d))
+            }
+            Source::Path(p) => !p.exists() && !i.sha256.as_deref().is_some_and(|d| store.has(d)),
+        })
+        .map(|i| {
+            format!(
+                "{} ({}, sha256 {})",
+                if i.name == "base" {
+                    "base".to_string()
+                } else {
+                    format!("artifact `{}`", i.name)
+                },
+                i.source_text,
+                i.sha256.as_deref().unwrap_or("unpinned")
+            )
+        })
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "--offline forbids the network and the store {} lacks: {} (run `nodebake fetch` or `nodebake bundle import` first)",
+            store.root().display(),
+            missing.join(", ")
+        );
     }
     Ok(())
 }
