@@ -219,7 +219,7 @@ impl LoadBalancer {
     /// The VRRP version the advert interval needs: 2 for whole seconds
     /// (with authentication), 3 below or between seconds.
     pub fn vrrp_version(&self) -> u8 {
-        if self.advert_interval_ms % 1000 == 0 {
+        if self.advert_interval_ms.is_multiple_of(1000) {
             2
         } else {
             3

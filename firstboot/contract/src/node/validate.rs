@@ -529,14 +529,14 @@ fn validate_load_balancer(
         ),
     };
     let adv = lb.advert_interval_ms;
-    if !(10..=40_950).contains(&adv) || adv % 10 != 0 {
+    if !(10..=40_950).contains(&adv) || !adv.is_multiple_of(10) {
         e.add(
             f("advert_interval_ms"),
             format!("{adv} ms is not a VRRP advert interval (10-40950 ms in steps of 10)"),
         );
-    } else if adv % 1000 == 0 && adv > 255_000 {
+    } else if adv.is_multiple_of(1000) && adv > 255_000 {
         e.add(f("advert_interval_ms"), "at most 255 s");
-    } else if adv % 1000 != 0 && !lb.unicast {
+    } else if !adv.is_multiple_of(1000) && !lb.unicast {
         e.add(
             f("advert_interval_ms"),
             format!(
@@ -621,7 +621,7 @@ fn validate_load_balancer(
             e.add(f(name), format!("`{img}` is not an image reference"));
         }
     }
-    if role == Some(Role::Master) && !masters.is_empty() && masters.len() % 2 == 0 {
+    if role == Some(Role::Master) && !masters.is_empty() && masters.len().is_multiple_of(2) {
         warnings.add(
             "nodebake.masters",
             format!(
