@@ -613,30 +613,14 @@ fn unpack_input(
                         let dest = dest.ok_or_else(|| {
                             anyhow!("field `dest` is required for kind = \"file\"")
                         })?;
-                        let mode = a
-                            .mode
-                            .as_deref()
-                            .map(crate::spec::parse_mode)
-                            .transpose()?
-                            .unwrap_or(0o644);
+                        let mode = file_mode(a)?;
                         sink.file(&dest, &mut hr, mode, 0, 0).map(|_| ())
                     }
                     ArtifactKind::Tarball => {
-                        let place = Placement {
-                            dest: dest.unwrap_or_else(|| "/".into()),
-                            strip: a.strip_components,
-                            include: globset(&a.include)?,
-                            exclude: globset(&a.exclude)?,
-                        };
-                        unpack::unpack_tar(&mut sink, &mut hr, &place)
+                        unpack::unpack_tar(&mut sink, &mut hr, &archive_placement(a)?)
                     }
                     ArtifactKind::Rpm | ArtifactKind::Deb => {
-                        let place = Placement {
-                            dest: dest.unwrap_or_else(|| "/".into()),
-                            strip: a.strip_components,
-                            include: globset(&a.include)?,
-                            exclude: globset(&a.exclude)?,
-                        };
+                        let place = archive_placement(a)?;
                         let pkg = if a.kind == ArtifactKind::Rpm {
                             unpack::unpack_rpm(&mut sink, &mut hr, &place)?
                         } else {
@@ -648,12 +632,7 @@ fn unpack_input(
                     ArtifactKind::Image => {
                         let dest = dest
                             .unwrap_or_else(|| format!("{}/{}.tar", layout::IMAGES_DIR, a.name));
-                        let mode = a
-                            .mode
-                            .as_deref()
-                            .map(crate::spec::parse_mode)
-                            .transpose()?
-                            .unwrap_or(0o644);
+                        let mode = file_mode(a)?;
                         let id = sink.file(&dest, &mut hr, mode, 0, 0)?;
                         let format = unpack::image_archive_format(blobs, &id)?;
                         let pinned = match &inp.source {
@@ -687,6 +666,25 @@ fn unpack_input(
     }
     result.with_context(|| format!("{what} ({})", inp.source_text))?;
     Ok(Some(actual))
+}
+
+/// Where an archive artifact's members go.
+fn archive_placement(a: &crate::spec::Artifact) -> Result<Placement> {
+    Ok(Placement {
+        dest: a.dest.clone().unwrap_or_else(|| "/".into()),
+        strip: a.strip_components,
+        include: globset(&a.include)?,
+        exclude: globset(&a.exclude)?,
+    })
+}
+
+/// Mode of a single-file artifact (`file`, `image`), default 0644.
+fn file_mode(a: &crate::spec::Artifact) -> Result<u32> {
+    Ok(a.mode
+        .as_deref()
+        .map(crate::spec::parse_mode)
+        .transpose()?
+        .unwrap_or(0o644))
 }
 
 fn unpack_dir(sink: &mut Sink, root: &Path) -> Result<()> {

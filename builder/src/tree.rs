@@ -389,40 +389,27 @@ mod tests {
             origin: 0,
         }
     }
+    fn dir() -> Entry {
+        Entry {
+            kind: Kind::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            origin: 0,
+        }
+    }
     const NO: &dyn Fn(&str) -> bool = &|_| false;
 
     #[test]
     fn usrmerge_symlinks_are_followed_and_kept() {
         let mut t = Tree::new();
-        t.insert(
-            "/usr/bin",
-            Entry {
-                kind: Kind::Dir,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-                origin: 0,
-            },
-            NO,
-        )
-        .unwrap();
+        t.insert("/usr/bin", dir(), NO).unwrap();
         t.insert("/bin", link("usr/bin"), NO).unwrap();
         let p = t.insert("/bin/kubeadm", file(1, 0), NO).unwrap();
         assert_eq!(p, "usr/bin/kubeadm");
         assert!(matches!(t.get("bin").unwrap().kind, Kind::Symlink(_)));
         // A directory entry aimed at /bin (as in a tarball) keeps the link.
-        t.insert(
-            "/bin/",
-            Entry {
-                kind: Kind::Dir,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-                origin: 0,
-            },
-            NO,
-        )
-        .unwrap();
+        t.insert("/bin/", dir(), NO).unwrap();
         assert!(matches!(t.get("bin").unwrap().kind, Kind::Symlink(_)));
         // Absolute targets resolve from the image root, never the host.
         t.insert("/sbin", link("/usr/sbin"), NO).unwrap();
