@@ -24,7 +24,7 @@ pub fn render_config(node: &NodeConfig, ca_file: &str) -> String {
         "# Managed by nodebake-firstboot from the node metadata.
 global
     log /dev/log local0 warning
-    maxconn 20000
+    # No maxconn: haproxy derives it from the file-descriptor limit.
 
 defaults
     mode tcp

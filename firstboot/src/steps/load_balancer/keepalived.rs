@@ -60,7 +60,7 @@ RestartSec=2s
 /// The advert interval as keepalived writes it (seconds, decimals for
 /// VRRPv3).
 fn advert_int(ms: u32) -> String {
-    if ms % 1000 == 0 {
+    if (ms / 1000) * 1000 == ms {
         (ms / 1000).to_string()
     } else {
         format!("{}.{:02}", ms / 1000, (ms % 1000) / 10)
@@ -83,6 +83,11 @@ global_defs {{
     script_user root
     enable_script_security
     vrrp_version {version}
+    # Gratuitous ARPs spread over a second and repeated a second later:
+    # Linux ignores an ARP update within 1 s (locktime) of the last one.
+    vrrp_garp_interval 0.2
+    vrrp_garp_master_delay 1
+    vrrp_garp_master_repeat 5
 }}
 
 vrrp_script nodebake_check_haproxy {{
