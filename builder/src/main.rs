@@ -91,6 +91,29 @@ enum Command {
         #[arg(long)]
         image_repository: Option<String>,
     },
+    /// Cluster inventories: secrets and per-node NoCloud metadata.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Serve iPXE scripts, the image's kernel + initramfs and each
+    /// machine's metadata by MAC over HTTP.
+    Serve {
+        /// Cluster directory written by `cluster init`.
+        dir: PathBuf,
+        /// Built image output directory (vmlinuz, initramfs.cpio.gz, manifest.json).
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: String,
+        /// Base URL machines reach this server at [default: http://<Host header>].
+        #[arg(long)]
+        advertise: Option<String>,
+        /// Worker threads (concurrent connections).
+        #[arg(long, default_value_t = 64)]
+        threads: usize,
+    },
     /// Re-check an output directory against SHA256SUMS and manifest.json.
     Verify {
         /// Output directory.
@@ -100,6 +123,22 @@ enum Command {
     Inspect {
         /// Output directory.
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Validate INVENTORY, generate the secrets once (kept on re-runs) and
+    /// write DIR/nodes/<hostname>/{meta-data,user-data,network-config,seed.iso}.
+    Init {
+        /// Inventory (see examples/README.md).
+        inventory: PathBuf,
+        /// Cluster directory.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Regenerate every secret (new CAs: existing nodes no longer match).
+        #[arg(long)]
+        rotate: bool,
     },
 }
 
@@ -197,6 +236,55 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("{}  {}", o.sha256, o.name);
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cluster {
+            command:
+                ClusterCommand::Init {
+                    inventory,
+                    out,
+                    rotate,
+                },
+        } => {
+            let r = nodebake::cluster::init(&inventory, &out, rotate)?;
+            for w in &r.warnings {
+                eprintln!("nodebake: warning: {w}");
+            }
+            for s in &r.stale {
+                eprintln!("nodebake: warning: nodes/{s} is not in the inventory (left in place)");
+            }
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                eprintln!(
+                    "nodebake: secrets {} ({}), {} nodes, {} files changed",
+                    r.secrets,
+                    out.join("secrets").display(),
+                    r.nodes.len(),
+                    r.changed.len()
+                );
+                for c in &r.changed {
+                    eprintln!("  wrote {c}");
+                }
+                println!("ca-cert-hash: {}", r.ca_cert_hash);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve {
+            dir,
+            image,
+            listen,
+            advertise,
+            threads,
+        } => {
+            let server = nodebake::serve::Server::new(nodebake::serve::ServeOptions {
+                cluster_dir: dir,
+                image_dir: image,
+                listen,
+                advertise,
+                threads,
+            })?;
+            server.run()?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Fetch {

@@ -545,5 +545,11 @@ pub fn render_user_data(settings: &NodeSettings) -> String {
     format!("#cloud-config\n{body}")
 }
 
+/// Renders NoCloud `meta-data` for `meta` (`instance-id`,
+/// `local-hostname`). The builder's inventory command writes this.
+pub fn render_meta_data(meta: &MetaData) -> String {
+    serde_yaml::to_string(meta).expect("meta-data always serialises")
+}
+
 #[cfg(test)]
 mod tests;
