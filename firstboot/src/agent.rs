@@ -160,6 +160,8 @@ pub fn load_profile(root: &Root, node: &NodeConfig) -> Result<RoleProfile> {
             firewall_ports: Vec::new(),
             enable_units: Vec::new(),
             load_balancer: node.role == Role::Master,
+            bootstrap_token_ttl: None,
+            keep_bootstrap_token: None,
         }),
         None => bail!(
             "field `nodebake.profile`: profile `{}` is not baked ({path} is missing)",

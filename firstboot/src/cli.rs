@@ -1,4 +1,4 @@
-//! Command line: `run`, `plan`, `status`, `image-info`.
+//! Command line: `run`, `plan`, `kubeadm-config`, `status`, `image-info`.
 
 use std::path::PathBuf;
 
@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use nodebake_contract::{image::ImageMetadata, layout};
 
 use crate::agent::{self, RunOptions, StepOutcome};
+use crate::kubeadm::config::{render_kubeadm_config, RenderOptions};
 use crate::root::Root;
 use crate::runner::{RecordingRunner, Runner, SystemRunner};
 
@@ -41,6 +42,17 @@ enum Command {
     /// Print the ordered steps the agent would take, with reasons.
     Plan {
         /// Root to inspect (default: the running system).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Metadata source (as for `run`).
+        #[arg(long)]
+        metadata: Option<String>,
+    },
+    /// Print the kubeadm configuration (multi-document YAML) this node
+    /// would use. It holds the bootstrap token (and the certificate key on
+    /// the upload-certs path): printed to stdout on request only.
+    KubeadmConfig {
+        /// Root whose role profile applies (default: the running system).
         #[arg(long)]
         root: Option<PathBuf>,
         /// Metadata source (as for `run`).
@@ -163,6 +175,15 @@ impl Cli {
                 let mut opts = RunOptions::new(r);
                 opts.metadata = metadata;
                 print_plan(&opts, runner.as_ref())
+            }
+            Command::KubeadmConfig { root, metadata } => {
+                let (r, runner) = runner_for(&root);
+                let mut opts = RunOptions::new(r);
+                opts.metadata = metadata;
+                let loaded = agent::load(&opts, runner.is_live())?;
+                let o = RenderOptions::from_profile(&loaded.node, &loaded.profile);
+                print!("{}", render_kubeadm_config(&loaded.node, &o)?);
+                Ok(())
             }
             Command::Status { root } => {
                 print!("{}", agent::status(&Root::new(root))?);

@@ -13,6 +13,7 @@ pub mod agent;
 pub mod cli;
 pub mod hostnamed;
 pub mod journal;
+pub mod kubeadm;
 pub mod metadata;
 pub mod notify;
 pub mod root;

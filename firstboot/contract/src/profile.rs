@@ -37,6 +37,19 @@ pub struct RoleProfile {
     /// Whether this role runs the VIP and load balancer.
     #[serde(default)]
     pub load_balancer: bool,
+    /// TTL (Go duration: `24h`, `0s` = never expires) the initialiser
+    /// creates the pre-generated bootstrap token with; default `24h0m0s`.
+    /// A longer TTL lets a worker rebuilt later join with its original
+    /// metadata, at the price of a join credential that stays valid that
+    /// long (anyone holding the worker metadata can add nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_token_ttl: Option<String>,
+    /// Whether masters re-create the pre-generated bootstrap token when it
+    /// was deleted or expired (default true): rebuilt workers keep joining
+    /// with their original metadata. `false` lets the token lapse; rebuilt
+    /// workers then need new metadata with a fresh token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_bootstrap_token: Option<bool>,
 }
 
 /// Errors found in a profile.

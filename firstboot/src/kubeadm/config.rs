@@ -1,0 +1,420 @@
+//! Renders the kubeadm configuration a node uses: `InitConfiguration` +
+//! `ClusterConfiguration` + `KubeletConfiguration` + `KubeProxyConfiguration`
+//! on the initialiser, `JoinConfiguration` on every other node.
+//!
+//! The kubeadm API follows the Kubernetes version: `kubeadm.k8s.io/v1beta2`
+//! for 1.15–1.21, `v1beta3` for 1.22–1.30, `v1beta4` for 1.31 and later.
+//! Only fields of the published types are written (v1beta4: `extraArgs` and
+//! `kubeletExtraArgs` are lists of `{name, value}`). The output holds the
+//! bootstrap token and, on the upload-certs path, the certificate key: it
+//! is written 0600 and printed only on request, never logged.
+
+use std::fmt;
+
+use anyhow::{bail, Context, Result};
+use nodebake_contract::node::{KubeProxyMode, KubeVersion, NodeConfig};
+use nodebake_contract::profile::{Role, RoleProfile};
+use serde_yaml::{Mapping, Value};
+
+use super::discovery::ca_cert_hash_from_pem;
+
+/// The group kubeadm gives node bootstrap tokens.
+pub const TOKEN_GROUP: &str = "system:bootstrappers:kubeadm:default-node-token";
+/// Default TTL of the pre-generated bootstrap token.
+pub const DEFAULT_TOKEN_TTL: &str = "24h0m0s";
+
+/// A kubeadm configuration API version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KubeadmApi {
+    /// `kubeadm.k8s.io/v1beta2` (Kubernetes 1.15–1.21).
+    V1beta2,
+    /// `kubeadm.k8s.io/v1beta3` (Kubernetes 1.22–1.30).
+    V1beta3,
+    /// `kubeadm.k8s.io/v1beta4` (Kubernetes 1.31+).
+    V1beta4,
+}
+
+impl KubeadmApi {
+    /// The API for `v`; other versions are refused.
+    pub fn for_version(v: KubeVersion) -> Result<Self> {
+        match (v.major, v.minor) {
+            (1, 15..=21) => Ok(Self::V1beta2),
+            (1, 22..=30) => Ok(Self::V1beta3),
+            (1, m) if m >= 31 => Ok(Self::V1beta4),
+            _ => bail!(
+                "field `nodebake.kubernetes_version`: Kubernetes {v} is not supported: \
+                 kubeadm configuration is rendered for 1.15–1.21 (v1beta2), 1.22–1.30 (v1beta3) \
+                 and 1.31+ (v1beta4)"
+            ),
+        }
+    }
+
+    /// `apiVersion` value.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Self::V1beta2 => "kubeadm.k8s.io/v1beta2",
+            Self::V1beta3 => "kubeadm.k8s.io/v1beta3",
+            Self::V1beta4 => "kubeadm.k8s.io/v1beta4",
+        }
+    }
+
+    /// containerd's CRI socket as this API spells it (v1beta3+: URL).
+    fn cri_socket(self) -> &'static str {
+        match self {
+            Self::V1beta2 => "/run/containerd/containerd.sock",
+            _ => "unix:///run/containerd/containerd.sock",
+        }
+    }
+
+    /// A flag map: a mapping before v1beta4, a `{name, value}` list after.
+    fn args(self, args: &[(&str, String)]) -> Value {
+        match self {
+            Self::V1beta4 => Value::Sequence(
+                args.iter()
+                    .map(|(k, v)| map(&[("name", s(k)), ("value", s(v))]))
+                    .collect(),
+            ),
+            _ => map(&args
+                .iter()
+                .map(|(k, v)| (*k, s(v)))
+                .collect::<Vec<(&str, Value)>>()),
+        }
+    }
+}
+
+/// How this node becomes part of the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinPath {
+    /// `kubeadm init` (the initialiser on a fresh cluster).
+    Init,
+    /// `kubeadm join` with `controlPlane` (other masters; a rebuilt
+    /// initialiser when the cluster already answers).
+    ControlPlaneJoin,
+    /// `kubeadm join` as a worker.
+    WorkerJoin,
+}
+
+impl JoinPath {
+    /// The path for `node` on a fresh cluster.
+    pub fn for_node(node: &NodeConfig) -> Self {
+        match node.role {
+            Role::Master if node.is_initialiser() => Self::Init,
+            Role::Master => Self::ControlPlaneJoin,
+            Role::Worker => Self::WorkerJoin,
+        }
+    }
+}
+
+impl fmt::Display for JoinPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Init => "init",
+            Self::ControlPlaneJoin => "control-plane join",
+            Self::WorkerJoin => "worker join",
+        })
+    }
+}
+
+/// Choices that are not in the node metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// Join path to render for.
+    pub path: JoinPath,
+    /// TTL of the pre-generated bootstrap token (Go duration).
+    pub token_ttl: String,
+}
+
+impl RenderOptions {
+    /// Defaults for `node`: its fresh-cluster path, the default TTL.
+    pub fn for_node(node: &NodeConfig) -> Self {
+        Self {
+            path: JoinPath::for_node(node),
+            token_ttl: DEFAULT_TOKEN_TTL.into(),
+        }
+    }
+
+    /// Defaults for `node`, with the token TTL the role profile asks for.
+    pub fn from_profile(node: &NodeConfig, profile: &RoleProfile) -> Self {
+        Self {
+            path: JoinPath::for_node(node),
+            token_ttl: profile
+                .bootstrap_token_ttl
+                .clone()
+                .unwrap_or_else(|| DEFAULT_TOKEN_TTL.into()),
+        }
+    }
+}
+
+fn s(v: &str) -> Value {
+    Value::String(v.to_string())
+}
+
+fn map(entries: &[(&str, Value)]) -> Value {
+    let mut m = Mapping::new();
+    for (k, v) in entries {
+        m.insert(s(k), v.clone());
+    }
+    Value::Mapping(m)
+}
+
+fn strings<I: IntoIterator<Item = String>>(items: I) -> Value {
+    Value::Sequence(items.into_iter().map(Value::String).collect())
+}
+
+/// Whether masters install shared CA material (else `--upload-certs` and
+/// the certificate key carry the certificates).
+pub fn uses_shared_ca(node: &NodeConfig) -> bool {
+    node.secrets.ca.is_some()
+}
+
+/// `apiServer.certSANs`: every master name and IP, the VIP, the endpoint
+/// DNS name and 127.0.0.1, without duplicates, in that order.
+pub fn cert_sans(node: &NodeConfig) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |v: String| {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    };
+    for m in &node.masters {
+        add(m.name.clone());
+        add(m.ip.to_string());
+    }
+    add(node.endpoint.vip.to_string());
+    add(node.endpoint.dns_name.clone());
+    add("127.0.0.1".into());
+    out
+}
+
+/// `controlPlaneEndpoint` / discovery endpoint: `dns_name:port`.
+pub fn endpoint(node: &NodeConfig) -> String {
+    format!("{}:{}", node.endpoint.dns_name, node.endpoint.port)
+}
+
+/// The discovery hash joins pin: computed from the CA certificate when
+/// the node has it (and checked against `ca_cert_hash` when both are
+/// given), else `secrets.ca_cert_hash`.
+pub fn discovery_hash(node: &NodeConfig) -> Result<String> {
+    let given = node.secrets.ca_cert_hash.clone();
+    match &node.secrets.ca {
+        Some(ca) => {
+            let computed =
+                ca_cert_hash_from_pem(&ca.ca_crt).context("field `nodebake.secrets.ca.ca_crt`")?;
+            if let Some(g) = given {
+                if !g.eq_ignore_ascii_case(&computed) {
+                    bail!(
+                        "field `nodebake.secrets.ca_cert_hash`: does not match the CA in \
+                         `nodebake.secrets.ca.ca_crt` ({computed})"
+                    );
+                }
+            }
+            Ok(computed)
+        }
+        None => given.context(
+            "field `nodebake.secrets.ca_cert_hash`: missing (a join needs the discovery hash)",
+        ),
+    }
+}
+
+/// Checks a Go duration as kubeadm's `ttl` takes it (`24h`, `1h30m`, `0s`).
+pub fn check_token_ttl(ttl: &str) -> Result<()> {
+    let mut rest = ttl;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let unit = rest[digits..]
+            .bytes()
+            .take_while(u8::is_ascii_alphabetic)
+            .count();
+        if digits == 0 || !matches!(&rest[digits..digits + unit], "h" | "m" | "s") {
+            bail!("bootstrap token TTL `{ttl}` is not a duration like 24h, 1h30m or 0s");
+        }
+        rest = &rest[digits + unit..];
+        parts += 1;
+    }
+    if parts == 0 {
+        bail!("bootstrap token TTL is empty");
+    }
+    Ok(())
+}
+
+fn node_registration(api: KubeadmApi, node: &NodeConfig) -> Value {
+    map(&[
+        ("name", s(&node.hostname)),
+        ("criSocket", s(api.cri_socket())),
+        (
+            "kubeletExtraArgs",
+            api.args(&[("node-ip", node.node_ip.addr.to_string())]),
+        ),
+    ])
+}
+
+fn local_api_endpoint(node: &NodeConfig) -> Value {
+    map(&[
+        ("advertiseAddress", s(&node.node_ip.addr.to_string())),
+        (
+            "bindPort",
+            Value::Number(node.load_balancer.apiserver_port.into()),
+        ),
+    ])
+}
+
+fn init_configuration(api: KubeadmApi, node: &NodeConfig, o: &RenderOptions) -> Value {
+    let token = map(&[
+        ("token", s(node.secrets.bootstrap_token.expose())),
+        (
+            "description",
+            s("nodebake pre-generated bootstrap token (joins and rebuilds)"),
+        ),
+        ("ttl", s(&o.token_ttl)),
+        (
+            "usages",
+            strings(["signing".into(), "authentication".into()]),
+        ),
+        ("groups", strings([TOKEN_GROUP.to_string()])),
+    ]);
+    let mut e = vec![
+        ("apiVersion", s(api.api_version())),
+        ("kind", s("InitConfiguration")),
+        ("bootstrapTokens", Value::Sequence(vec![token])),
+        ("nodeRegistration", node_registration(api, node)),
+        ("localAPIEndpoint", local_api_endpoint(node)),
+    ];
+    if let (false, Some(k)) = (uses_shared_ca(node), &node.secrets.certificate_key) {
+        e.push(("certificateKey", s(k.expose())));
+    }
+    map(&e)
+}
+
+fn cluster_configuration(api: KubeadmApi, node: &NodeConfig) -> Value {
+    map(&[
+        ("apiVersion", s(api.api_version())),
+        ("kind", s("ClusterConfiguration")),
+        ("clusterName", s(&node.cluster_name)),
+        (
+            "kubernetesVersion",
+            s(&format!("v{}", node.kubernetes_version)),
+        ),
+        ("controlPlaneEndpoint", s(&endpoint(node))),
+        ("imageRepository", s(&node.image_repository)),
+        ("apiServer", map(&[("certSANs", strings(cert_sans(node)))])),
+        (
+            "networking",
+            map(&[
+                ("dnsDomain", s(&node.dns_domain)),
+                ("podSubnet", s(&node.pod_cidr.to_string())),
+                ("serviceSubnet", s(&node.service_cidr.to_string())),
+            ]),
+        ),
+    ])
+}
+
+fn kubelet_configuration() -> Value {
+    map(&[
+        ("apiVersion", s("kubelet.config.k8s.io/v1beta1")),
+        ("kind", s("KubeletConfiguration")),
+        ("cgroupDriver", s("systemd")),
+    ])
+}
+
+fn kube_proxy_configuration(node: &NodeConfig) -> Value {
+    let mut e = vec![
+        ("apiVersion", s("kubeproxy.config.k8s.io/v1alpha1")),
+        ("kind", s("KubeProxyConfiguration")),
+    ];
+    match node.kube_proxy_mode {
+        KubeProxyMode::Ipvs => {
+            e.push(("mode", s("ipvs")));
+            e.push(("ipvs", map(&[("strictARP", Value::Bool(true))])));
+        }
+        KubeProxyMode::Iptables => e.push(("mode", s("iptables"))),
+    }
+    map(&e)
+}
+
+fn join_configuration(api: KubeadmApi, node: &NodeConfig, control_plane: bool) -> Result<Value> {
+    let bootstrap = map(&[
+        ("apiServerEndpoint", s(&endpoint(node))),
+        ("token", s(node.secrets.bootstrap_token.expose())),
+        ("caCertHashes", strings([discovery_hash(node)?])),
+    ]);
+    let mut e = vec![
+        ("apiVersion", s(api.api_version())),
+        ("kind", s("JoinConfiguration")),
+        ("nodeRegistration", node_registration(api, node)),
+        ("discovery", map(&[("bootstrapToken", bootstrap)])),
+    ];
+    if control_plane {
+        let mut cp = vec![("localAPIEndpoint", local_api_endpoint(node))];
+        if !uses_shared_ca(node) {
+            let key = node.secrets.certificate_key.as_ref().context(
+                "field `nodebake.secrets.certificate_key`: missing (a control-plane join \
+                 without `secrets.ca` needs it)",
+            )?;
+            cp.push(("certificateKey", s(key.expose())));
+        }
+        e.push(("controlPlane", map(&cp)));
+    }
+    Ok(map(&e))
+}
+
+/// The documents for `o.path`, in order.
+pub fn documents(node: &NodeConfig, o: &RenderOptions) -> Result<Vec<Value>> {
+    let api = KubeadmApi::for_version(node.kubernetes_version)?;
+    check_token_ttl(&o.token_ttl)?;
+    if o.path != JoinPath::WorkerJoin && node.role != Role::Master {
+        bail!("a worker cannot take the {} path", o.path);
+    }
+    Ok(match o.path {
+        JoinPath::Init => vec![
+            init_configuration(api, node, o),
+            cluster_configuration(api, node),
+            kubelet_configuration(),
+            kube_proxy_configuration(node),
+        ],
+        JoinPath::ControlPlaneJoin => vec![join_configuration(api, node, true)?],
+        JoinPath::WorkerJoin => vec![join_configuration(api, node, false)?],
+    })
+}
+
+/// The multi-document YAML kubeadm reads with `--config`. Holds secrets:
+/// write it 0600, never log it.
+pub fn render_kubeadm_config(node: &NodeConfig, o: &RenderOptions) -> Result<String> {
+    let docs = documents(node, o)?;
+    let mut out = String::from(
+        "# kubeadm configuration rendered by nodebake-firstboot (holds secrets: keep 0600)\n",
+    );
+    for d in docs {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&d).context("rendering kubeadm configuration")?);
+    }
+    Ok(out)
+}
+
+/// An `InitConfiguration` holding only the pre-generated bootstrap token,
+/// for `kubeadm token create --config` (keeps the token off the command
+/// line). Holds a secret: write it 0600.
+pub fn render_token_config(node: &NodeConfig, ttl: &str) -> Result<String> {
+    let api = KubeadmApi::for_version(node.kubernetes_version)?;
+    check_token_ttl(ttl)?;
+    let o = RenderOptions {
+        path: JoinPath::Init,
+        token_ttl: ttl.into(),
+    };
+    let Value::Mapping(full) = init_configuration(api, node, &o) else {
+        unreachable!("init configuration is a mapping");
+    };
+    let mut m = Mapping::new();
+    for k in ["apiVersion", "kind", "bootstrapTokens", "nodeRegistration"] {
+        if let Some(v) = full.get(k) {
+            m.insert(s(k), v.clone());
+        }
+    }
+    Ok(format!(
+        "---\n{}",
+        serde_yaml::to_string(&Value::Mapping(m))?
+    ))
+}
+
+#[cfg(test)]
+mod tests;

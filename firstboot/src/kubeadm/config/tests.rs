@@ -1,0 +1,232 @@
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+fn fixture_dir(host: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/metadata/seed-ha")
+        .join(host)
+}
+
+/// The seed node `host` with its Kubernetes version set to `version`.
+fn seed(host: &str, version: &str) -> NodeConfig {
+    let d = fixture_dir(host);
+    let meta = std::fs::read_to_string(d.join("meta-data")).unwrap();
+    let user = std::fs::read_to_string(d.join("user-data"))
+        .unwrap()
+        .replace(
+            "kubernetes_version: 1.20.0",
+            &format!("kubernetes_version: {version}"),
+        );
+    NodeConfig::from_nocloud(&meta, &user).unwrap()
+}
+
+/// Compares with `tests/golden/<name>`; `UPDATE_GOLDEN=1` rewrites it.
+fn golden(name: &str, actual: &str) {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var("UPDATE_GOLDEN").as_deref() == Ok("1") {
+        std::fs::write(&p, actual).unwrap();
+    }
+    let want = std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", p.display()));
+    assert_eq!(actual, want, "{name} differs from the golden file");
+}
+
+fn render(node: &NodeConfig) -> String {
+    render_kubeadm_config(node, &RenderOptions::for_node(node)).unwrap()
+}
+
+#[test]
+fn golden_configs_per_api_version() {
+    for (version, tag) in [
+        ("1.20.0", "v1beta2"),
+        ("1.28.3", "v1beta3"),
+        ("1.31.1", "v1beta4"),
+    ] {
+        for (host, what) in [
+            ("k8s-master1", "init"),
+            ("k8s-master2", "control-plane-join"),
+            ("k8s-node1", "worker-join"),
+        ] {
+            let text = render(&seed(host, version));
+            assert!(text.contains(&format!("apiVersion: kubeadm.k8s.io/{tag}")));
+            golden(&format!("{tag}-{what}.yaml"), &text);
+        }
+    }
+}
+
+#[test]
+fn api_version_boundaries() {
+    let v = |minor| KubeVersion {
+        major: 1,
+        minor,
+        patch: 0,
+    };
+    assert_eq!(KubeadmApi::for_version(v(15)).unwrap(), KubeadmApi::V1beta2);
+    assert_eq!(KubeadmApi::for_version(v(21)).unwrap(), KubeadmApi::V1beta2);
+    assert_eq!(KubeadmApi::for_version(v(22)).unwrap(), KubeadmApi::V1beta3);
+    assert_eq!(KubeadmApi::for_version(v(30)).unwrap(), KubeadmApi::V1beta3);
+    assert_eq!(KubeadmApi::for_version(v(31)).unwrap(), KubeadmApi::V1beta4);
+    assert_eq!(KubeadmApi::for_version(v(33)).unwrap(), KubeadmApi::V1beta4);
+    let e = KubeadmApi::for_version(v(14)).unwrap_err().to_string();
+    assert!(
+        e.contains("kubernetes_version") && e.contains("1.14.0"),
+        "{e}"
+    );
+    let two = KubeVersion {
+        major: 2,
+        minor: 0,
+        patch: 0,
+    };
+    assert!(KubeadmApi::for_version(two).is_err());
+    let e = render_kubeadm_config(
+        &seed("k8s-master1", "1.14.2"),
+        &RenderOptions::for_node(&seed("k8s-master1", "1.20.0")),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("not supported"), "{e}");
+}
+
+#[test]
+fn v1beta4_uses_name_value_lists_and_v1beta3_maps() {
+    let b4 = render(&seed("k8s-node1", "1.31.0"));
+    assert!(
+        b4.contains("kubeletExtraArgs:\n  - name: node-ip\n    value: 192.168.147.141"),
+        "{b4}"
+    );
+    let b3 = render(&seed("k8s-node1", "1.28.0"));
+    assert!(
+        b3.contains("kubeletExtraArgs:\n    node-ip: 192.168.147.141"),
+        "{b3}"
+    );
+    assert!(b3.contains("criSocket: unix:///run/containerd/containerd.sock"));
+    let b2 = render(&seed("k8s-node1", "1.20.0"));
+    assert!(b2.contains("criSocket: /run/containerd/containerd.sock"));
+}
+
+#[test]
+fn upload_certs_path_carries_the_certificate_key_only_without_ca() {
+    let m1 = seed("k8s-master1", "1.28.0");
+    assert!(!uses_shared_ca(&m1));
+    let init = render(&m1);
+    assert!(init.contains("certificateKey: 0b1c2d3e"), "{init}");
+    let join = render(&seed("k8s-master2", "1.28.0"));
+    assert!(join.contains("controlPlane:") && join.contains("certificateKey: 0b1c2d3e"));
+    let worker = render(&seed("k8s-node1", "1.28.0"));
+    assert!(!worker.contains("certificateKey") && !worker.contains("controlPlane"));
+}
+
+#[test]
+fn worker_cannot_render_master_paths() {
+    let w = seed("k8s-node1", "1.28.0");
+    let o = RenderOptions {
+        path: JoinPath::Init,
+        token_ttl: DEFAULT_TOKEN_TTL.into(),
+    };
+    assert!(render_kubeadm_config(&w, &o).is_err());
+}
+
+#[test]
+fn token_ttl_is_checked() {
+    for ok in ["24h", "24h0m0s", "0s", "1h30m", "90m"] {
+        check_token_ttl(ok).unwrap();
+    }
+    for bad in ["", "24", "h", "1d", "-1h", "24h "] {
+        assert!(check_token_ttl(bad).is_err(), "{bad:?}");
+    }
+    let t = render_token_config(&seed("k8s-master2", "1.28.0"), "0s").unwrap();
+    assert!(
+        t.contains("kind: InitConfiguration") && t.contains("ttl: 0s"),
+        "{t}"
+    );
+    assert!(!t.contains("ClusterConfiguration"));
+}
+
+/// A tiny deterministic generator (xorshift) for property-style tests.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn every_master_name_and_ip_lands_in_cert_sans() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for case in 0..200 {
+        let n = 1 + (rng.next() % 7) as usize;
+        let mut ips: Vec<u32> = Vec::new();
+        while ips.len() < n {
+            let host = 1 + (rng.next() % 65000) as u32;
+            if !ips.contains(&host) && host != 65001 {
+                ips.push(host);
+            }
+        }
+        let ip = |h: u32| format!("10.20.{}.{}", h >> 8, h & 0xff);
+        let masters: Vec<String> = ips
+            .iter()
+            .enumerate()
+            .map(|(i, h)| format!("    - {{ name: cp-{case}-{i}, ip: {} }}\n", ip(*h)))
+            .collect();
+        let me = (rng.next() % n as u64) as usize;
+        let user = format!(
+            "nodebake:\n  schema_version: 1\n  role: master\n  initialiser: cp-{case}-0\n  \
+             node_ip: {}/16\n  interface: eth0\n  kubernetes_version: 1.{}.0\n  \
+             control_plane_endpoint: {{ dns_name: api-{case}.example, vip: 10.20.253.233, port: 16443 }}\n  \
+             masters:\n{}  pod_cidr: 10.244.0.0/16\n  service_cidr: 10.96.0.0/12\n  \
+             secrets:\n    bootstrap_token: abcdef.0123456789abcdef\n    \
+             ca_cert_hash: sha256:{}\n    certificate_key: {}\n    vrrp_password: pw\n",
+            ip(ips[me]),
+            15 + rng.next() % 20,
+            masters.concat(),
+            "ab".repeat(32),
+            "cd".repeat(32),
+        );
+        let meta = format!("instance-id: i-{case}\nlocal-hostname: cp-{case}-{me}\n");
+        let node = NodeConfig::from_nocloud(&meta, &user).unwrap();
+        let text = render_kubeadm_config(
+            &node,
+            &RenderOptions {
+                path: JoinPath::Init,
+                token_ttl: DEFAULT_TOKEN_TTL.into(),
+            },
+        )
+        .unwrap();
+        let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+            .collect();
+        let cluster = docs
+            .iter()
+            .find(|d| d["kind"] == "ClusterConfiguration")
+            .unwrap();
+        let sans: Vec<&str> = cluster["apiServer"]["certSANs"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        for m in &node.masters {
+            assert!(sans.contains(&m.name.as_str()), "case {case}: {}", m.name);
+            assert!(
+                sans.contains(&m.ip.to_string().as_str()),
+                "case {case}: {}",
+                m.ip
+            );
+        }
+        for must in ["10.20.253.233", "127.0.0.1"] {
+            assert!(sans.contains(&must), "case {case}: {must}");
+        }
+        assert!(sans.contains(&format!("api-{case}.example").as_str()));
+        let mut dedup = sans.clone();
+        dedup.sort();
+        dedup.dedup();
+        assert_eq!(dedup.len(), sans.len(), "case {case}: duplicate SANs");
+    }
+}
+
+use serde::Deserialize as _;
