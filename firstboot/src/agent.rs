@@ -15,7 +15,7 @@ use crate::metadata::{self, http::RetryPolicy, DiscoveryOptions, Metadata};
 use crate::notify::notify;
 use crate::root::Root;
 use crate::runner::Runner;
-use crate::step::{ContainerdSettings, Ctx, Pending, Step};
+use crate::step::{ContainerdSettings, Ctx, JoinSettings, Pending, Step};
 use crate::steps;
 
 /// Options of `run` and `plan`.
@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub again: bool,
     /// containerd location.
     pub containerd: ContainerdSettings,
+    /// Waits and retries of the kubeadm steps.
+    pub join: JoinSettings,
     /// HTTP retry policy.
     pub retry: RetryPolicy,
     /// Test hook: fail right after applying this step, before it is
@@ -44,6 +46,7 @@ impl RunOptions {
             metadata: None,
             again: false,
             containerd: ContainerdSettings::default(),
+            join: JoinSettings::default(),
             retry: metadata::default_retry(),
             fail_after: None,
         }
@@ -190,9 +193,10 @@ pub fn plan(
 ) -> Result<Vec<PlanLine>> {
     let mut journal = Journal::load(root)?;
     journal.bind_to(&loaded.metadata.digest(), &loaded.metadata.source);
-    let cx = ctx(loaded, root, runner, cs);
+    let join = JoinSettings::default();
+    let cx = ctx(loaded, root, runner, cs, &join);
     let mut out = Vec::new();
-    for s in steps::host_steps() {
+    for s in steps::all_steps(&loaded.node, &loaded.profile) {
         let reason = if journal.is_done(s.id()) {
             "done (journal)".to_string()
         } else {
@@ -223,6 +227,7 @@ fn ctx<'a>(
     root: &'a Root,
     runner: &'a dyn Runner,
     cs: &'a ContainerdSettings,
+    join: &'a JoinSettings,
 ) -> Ctx<'a> {
     Ctx {
         root,
@@ -231,6 +236,7 @@ fn ctx<'a>(
         image: loaded.image.as_ref(),
         profile: &loaded.profile,
         containerd: cs,
+        join,
         changed: Vec::new(),
     }
 }
@@ -272,8 +278,8 @@ pub fn run(opts: &RunOptions, runner: &dyn Runner) -> Result<RunReport> {
     let loaded = load(opts, runner.is_live())?;
     let mut journal = Journal::load(root)?;
     journal.bind_to(&loaded.metadata.digest(), &loaded.metadata.source);
-    let mut cx = ctx(&loaded, root, runner, &opts.containerd);
-    let all = steps::host_steps();
+    let mut cx = ctx(&loaded, root, runner, &opts.containerd, &opts.join);
+    let all = steps::all_steps(&loaded.node, &loaded.profile);
     let mut report = RunReport {
         source: Some(loaded.metadata.source.clone()),
         ..RunReport::default()

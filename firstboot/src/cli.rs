@@ -98,6 +98,10 @@ fn print_plan(opts: &RunOptions, runner: &dyn Runner) -> Result<()> {
             ""
         }
     );
+    println!(
+        "join path: {}",
+        crate::kubeadm::config::join_path_summary(&loaded.node)
+    );
     for (i, l) in agent::plan(&loaded, &opts.root, runner, &opts.containerd)?
         .iter()
         .enumerate()

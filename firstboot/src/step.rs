@@ -8,6 +8,7 @@ use nodebake_contract::image::ImageMetadata;
 use nodebake_contract::node::NodeConfig;
 use nodebake_contract::profile::RoleProfile;
 
+use crate::kubeadm::endpoint::Backoff;
 use crate::root::Root;
 use crate::runner::{Cmd, Outcome, Runner};
 
@@ -44,6 +45,44 @@ impl Default for ContainerdSettings {
     }
 }
 
+/// Bounds of the waits and retries of the kubeadm steps.
+#[derive(Debug, Clone)]
+pub struct JoinSettings {
+    /// Waiting for the control-plane endpoint.
+    pub endpoint: Backoff,
+    /// Probe this `host:port` instead of the endpoint (tests).
+    pub endpoint_target: Option<String>,
+    /// `kubeadm init` / `join` attempts (with `kubeadm reset -f` between).
+    pub attempts: Backoff,
+    /// Waiting for the node to be Ready.
+    pub ready: Backoff,
+}
+
+impl Default for JoinSettings {
+    fn default() -> Self {
+        use std::time::Duration;
+        Self {
+            // ~30 min: masters may boot long before the initialiser.
+            endpoint: Backoff {
+                tries: 90,
+                initial: Duration::from_secs(2),
+                max: Duration::from_secs(30),
+            },
+            endpoint_target: None,
+            attempts: Backoff {
+                tries: 3,
+                initial: Duration::from_secs(10),
+                max: Duration::from_secs(60),
+            },
+            ready: Backoff {
+                tries: 60,
+                initial: Duration::from_secs(2),
+                max: Duration::from_secs(10),
+            },
+        }
+    }
+}
+
 /// What a step works with.
 pub struct Ctx<'a> {
     /// The root files are changed under.
@@ -58,6 +97,8 @@ pub struct Ctx<'a> {
     pub profile: &'a RoleProfile,
     /// containerd location.
     pub containerd: &'a ContainerdSettings,
+    /// Waits and retries of the kubeadm steps.
+    pub join: &'a JoinSettings,
     /// Paths changed during this run, in order.
     pub changed: Vec<String>,
 }

@@ -119,6 +119,7 @@ fn hostname_through_real_hostnamed_on_a_private_bus() {
         image: None,
         profile: &profile,
         containerd: &cs,
+        join: &Default::default(),
         changed: Vec::new(),
     };
     let before = runner.query_hostname().unwrap().unwrap();

@@ -13,7 +13,7 @@ use nodebake_firstboot::agent::{self, RunOptions};
 use nodebake_firstboot::journal::Journal;
 use nodebake_firstboot::root::Root;
 use nodebake_firstboot::runner::{RecordingRunner, Runner};
-use nodebake_firstboot::steps::host_steps;
+use nodebake_firstboot::steps::all_steps;
 
 /// A root that looks like a used EL machine: hosts and fstab with lines of
 /// their own, SELinux enforcing, firewalld and kubelet installed, baked
@@ -127,7 +127,11 @@ fn killed_after_any_step_resumes_to_the_same_tree() {
     )
     .unwrap();
     let want = tree(reference.path(), "var/lib/nodebake");
-    let ids: Vec<&str> = host_steps().iter().map(|s| s.id()).collect();
+    let loaded = agent::load(&opts(reference.path(), "k8s-node2"), false).unwrap();
+    let ids: Vec<&str> = all_steps(&loaded.node, &loaded.profile)
+        .iter()
+        .map(|s| s.id())
+        .collect();
 
     for id in &ids {
         let t = tempfile::tempdir().unwrap();

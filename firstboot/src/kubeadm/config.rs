@@ -115,6 +115,28 @@ impl fmt::Display for JoinPath {
     }
 }
 
+/// One line for `plan`: the path and what it does.
+pub fn join_path_summary(node: &NodeConfig) -> String {
+    let certs = if uses_shared_ca(node) {
+        "shared CA material in /etc/kubernetes/pki"
+    } else {
+        "--upload-certs with the certificate key"
+    };
+    match JoinPath::for_node(node) {
+        JoinPath::Init => format!("init (kubeadm init, {certs}; CNI; bootstrap token kept)"),
+        JoinPath::ControlPlaneJoin => format!(
+            "control-plane join (wait for {ep}, kubeadm join --control-plane, {certs}; \
+             on failure kubeadm reset -f and retry)",
+            ep = endpoint(node)
+        ),
+        JoinPath::WorkerJoin => format!(
+            "worker join (wait for {ep}, kubeadm join with token + discovery hash; \
+             on failure kubeadm reset -f and retry)",
+            ep = endpoint(node)
+        ),
+    }
+}
+
 /// Choices that are not in the node metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderOptions {

@@ -1,17 +1,21 @@
-//! The host steps of first boot, in the order they run. kubeadm steps
-//! (later issues) append to [`host_steps`]'s list.
+//! The steps of first boot, in the order they run: the host steps, then
+//! the kubeadm join path ([`kubeadm::join_steps`]).
 
 pub mod chrony;
 pub mod containerd;
 pub mod firewalld;
 pub mod hostname;
 pub mod hosts;
+pub mod kubeadm;
 pub mod kubelet;
 pub mod load_balancer;
 pub mod modules;
 pub mod selinux;
 pub mod swap;
 pub mod sysctl;
+
+use nodebake_contract::node::NodeConfig;
+use nodebake_contract::profile::RoleProfile;
 
 use crate::step::Step;
 
@@ -33,4 +37,11 @@ pub fn host_steps() -> Vec<Box<dyn Step>> {
         Box::new(load_balancer::Haproxy),
         Box::new(load_balancer::Keepalived),
     ]
+}
+
+/// Every step for `node`: the host steps, then its kubeadm join path.
+pub fn all_steps(node: &NodeConfig, profile: &RoleProfile) -> Vec<Box<dyn Step>> {
+    let mut s = host_steps();
+    s.extend(kubeadm::join_steps(node, profile));
+    s
 }

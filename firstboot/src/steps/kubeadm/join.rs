@@ -1,0 +1,149 @@
+//! `kubeadm init` on the initialiser; on every other node the wait for the
+//! control-plane endpoint, then `kubeadm join`. Both retry a bounded
+//! number of times with `kubeadm reset -f` of the partial state between.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+use super::{arg_path, joined, kubeadm, reset_partial_state, KUBEADM_CONFIG, PKI_DIR};
+use crate::kubeadm::config::{endpoint, uses_shared_ca};
+use crate::kubeadm::endpoint::{probe, probe_command, wait_for_endpoint, Probe};
+use crate::runner::Cmd;
+use crate::step::{Ctx, Pending, Step};
+
+fn not_joined(cx: &Ctx<'_>, what: &str) -> Vec<Pending> {
+    if joined(cx) {
+        Vec::new()
+    } else {
+        vec![Pending::Runtime(format!(
+            "{what} (kubeadm's files are not there yet)"
+        ))]
+    }
+}
+
+/// Runs `cmd` up to `cx.join.attempts.tries` times, resetting the partial
+/// state after each failure.
+fn run_with_retries(cx: &mut Ctx<'_>, cmd: Cmd, what: &str) -> Result<()> {
+    let b = cx.join.attempts.clone();
+    let tries = b.tries.max(1);
+    let mut last = String::new();
+    for n in 1..=tries {
+        eprintln!("nodebake-firstboot: {what}: attempt {n}/{tries}: {cmd}");
+        match cx.run(cmd.clone()) {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                last = format!("{e:#}");
+                eprintln!("nodebake-firstboot: {what}: attempt {n}/{tries} failed: {last}");
+                reset_partial_state(cx)?;
+                if n < tries {
+                    std::thread::sleep(b.pause(n));
+                }
+            }
+        }
+    }
+    bail!("{what} failed {tries} times; last: {last}")
+}
+
+/// `kubeadm init --config` (+ `--upload-certs` without shared CA material).
+pub struct KubeadmInit;
+
+impl Step for KubeadmInit {
+    fn id(&self) -> &'static str {
+        "kubeadm-init"
+    }
+
+    fn describe(&self) -> &'static str {
+        "kubeadm init from the rendered configuration (initialiser)"
+    }
+
+    fn check(&self, cx: &Ctx<'_>) -> Result<Vec<Pending>> {
+        Ok(not_joined(cx, "kubeadm init"))
+    }
+
+    fn apply(&self, cx: &mut Ctx<'_>) -> Result<()> {
+        let mut args = vec![
+            "init".to_string(),
+            "--config".into(),
+            arg_path(cx, KUBEADM_CONFIG),
+        ];
+        if !uses_shared_ca(cx.node) {
+            args.push("--upload-certs".into());
+        }
+        run_with_retries(cx, kubeadm(args), "kubeadm init")
+    }
+}
+
+/// Waits until the endpoint answers TLS with a certificate of the cluster
+/// CA (masters with shared CA material verify the chain; workers, which
+/// only have the discovery hash, wait for a handshake and let kubeadm's
+/// discovery pin the CA).
+pub struct WaitEndpoint;
+
+fn endpoint_probe(cx: &Ctx<'_>) -> Cmd {
+    let target = cx
+        .join
+        .endpoint_target
+        .clone()
+        .unwrap_or_else(|| endpoint(cx.node));
+    let ca: Option<PathBuf> = (cx.node.role == nodebake_contract::profile::Role::Master
+        && uses_shared_ca(cx.node))
+    .then(|| cx.root.path(&format!("{PKI_DIR}/ca.crt")));
+    probe_command(&target, &cx.node.endpoint.dns_name, ca.as_deref())
+}
+
+impl Step for WaitEndpoint {
+    fn id(&self) -> &'static str {
+        "control-plane-endpoint"
+    }
+
+    fn describe(&self) -> &'static str {
+        "wait (bounded, backoff) until the control-plane endpoint answers TLS with the cluster CA"
+    }
+
+    fn check(&self, cx: &Ctx<'_>) -> Result<Vec<Pending>> {
+        if joined(cx) {
+            return Ok(Vec::new());
+        }
+        if cx.live() && probe(cx.runner, &endpoint_probe(cx)) == Probe::Ok {
+            return Ok(Vec::new());
+        }
+        Ok(vec![Pending::Runtime(format!(
+            "waiting for the control-plane endpoint {}",
+            endpoint(cx.node)
+        ))])
+    }
+
+    fn apply(&self, cx: &mut Ctx<'_>) -> Result<()> {
+        let what = format!("control-plane endpoint {}", endpoint(cx.node));
+        wait_for_endpoint(cx.runner, &endpoint_probe(cx), &what, &cx.join.endpoint)?;
+        Ok(())
+    }
+}
+
+/// `kubeadm join --config` (the configuration says control plane or
+/// worker).
+pub struct KubeadmJoin;
+
+impl Step for KubeadmJoin {
+    fn id(&self) -> &'static str {
+        "kubeadm-join"
+    }
+
+    fn describe(&self) -> &'static str {
+        "kubeadm join from the rendered configuration (control plane or worker)"
+    }
+
+    fn check(&self, cx: &Ctx<'_>) -> Result<Vec<Pending>> {
+        Ok(not_joined(cx, "kubeadm join"))
+    }
+
+    fn apply(&self, cx: &mut Ctx<'_>) -> Result<()> {
+        let args = vec![
+            "join".to_string(),
+            "--config".into(),
+            arg_path(cx, KUBEADM_CONFIG),
+        ];
+        run_with_retries(cx, kubeadm(args), "kubeadm join")
+    }
+}

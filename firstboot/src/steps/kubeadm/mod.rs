@@ -1,0 +1,207 @@
+//! The self-join steps: kubeadm configuration and shared PKI on disk, then
+//! `kubeadm init` on the initialiser or — once the endpoint answers with
+//! the cluster CA — `kubeadm join` (control plane or worker), the admin
+//! kubeconfig, the CNI manifest, the wait for Ready and the bootstrap
+//! token keep-alive. Every command goes through the runner; secrets only
+//! travel in 0600 files, never on a command line.
+
+mod join;
+mod post;
+
+use anyhow::Result;
+use nodebake_contract::node::NodeConfig;
+use nodebake_contract::profile::{Role, RoleProfile};
+
+use crate::kubeadm::config::{render_kubeadm_config, JoinPath, RenderOptions};
+use crate::runner::{Cmd, Outcome};
+use crate::step::{pending_files, write_files, Ctx, FileSpec, Pending, Step};
+
+pub use join::{KubeadmInit, KubeadmJoin, WaitEndpoint};
+pub use post::{AdminKubeconfig, BootstrapToken, Cni, NodeReady};
+
+/// The kubeadm configuration file (0600: holds the token).
+pub const KUBEADM_CONFIG: &str = "/etc/nodebake/kubeadm.yaml";
+/// The token-only configuration for `kubeadm token create` (0600).
+pub const TOKEN_CONFIG: &str = "/etc/nodebake/kubeadm-token.yaml";
+/// kubeadm's admin kubeconfig.
+pub const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
+/// The kubelet's kubeconfig, written by init and join.
+pub const KUBELET_CONF: &str = "/etc/kubernetes/kubelet.conf";
+/// The apiserver's static pod, written on control-plane nodes.
+pub const APISERVER_MANIFEST: &str = "/etc/kubernetes/manifests/kube-apiserver.yaml";
+/// Where kubeadm keeps certificates.
+pub const PKI_DIR: &str = "/etc/kubernetes/pki";
+
+/// The join path for `node` and the kubeadm steps it takes, in order.
+pub fn join_steps(node: &NodeConfig, profile: &RoleProfile) -> Vec<Box<dyn Step>> {
+    let keep_token = profile.keep_bootstrap_token != Some(false);
+    let mut s: Vec<Box<dyn Step>> = vec![Box::new(KubeadmConfig)];
+    match JoinPath::for_node(node) {
+        JoinPath::Init => {
+            s.push(Box::new(Pki));
+            s.push(Box::new(KubeadmInit));
+            s.push(Box::new(AdminKubeconfig));
+            s.push(Box::new(Cni));
+            s.push(Box::new(NodeReady));
+        }
+        JoinPath::ControlPlaneJoin => {
+            s.push(Box::new(Pki));
+            s.push(Box::new(WaitEndpoint));
+            s.push(Box::new(KubeadmJoin));
+            s.push(Box::new(AdminKubeconfig));
+            s.push(Box::new(NodeReady));
+        }
+        JoinPath::WorkerJoin => {
+            s.push(Box::new(WaitEndpoint));
+            s.push(Box::new(KubeadmJoin));
+            s.push(Box::new(NodeReady));
+        }
+    }
+    if node.role == Role::Master && keep_token {
+        s.push(Box::new(BootstrapToken));
+    }
+    s
+}
+
+/// The real path of `abs` for a command argument (under `--root` in tests).
+pub fn arg_path(cx: &Ctx<'_>, abs: &str) -> String {
+    cx.root.path(abs).display().to_string()
+}
+
+/// `kubeadm <args>`.
+pub fn kubeadm<I: IntoIterator<Item = String>>(args: I) -> Cmd {
+    Cmd::new("kubeadm", args)
+}
+
+/// Whether kubeadm already made this node part of the cluster (its files
+/// are there: kubelet.conf, and on masters admin.conf + the apiserver).
+pub fn joined(cx: &Ctx<'_>) -> bool {
+    let base = cx.root.exists(KUBELET_CONF);
+    match cx.node.role {
+        Role::Master => base && cx.root.exists(ADMIN_CONF) && cx.root.exists(APISERVER_MANIFEST),
+        Role::Worker => base,
+    }
+}
+
+/// The kubeconfig commands on this node use: admin.conf on masters, the
+/// kubelet's on workers.
+pub fn kubeconfig(cx: &Ctx<'_>) -> String {
+    match cx.node.role {
+        Role::Master => arg_path(cx, ADMIN_CONF),
+        Role::Worker => arg_path(cx, KUBELET_CONF),
+    }
+}
+
+/// Standard output of a command that ran; `None` when skipped.
+pub fn ran(o: Outcome) -> Option<String> {
+    match o {
+        Outcome::Ran(s) => Some(s),
+        Outcome::Skipped => None,
+    }
+}
+
+fn render_options(cx: &Ctx<'_>) -> RenderOptions {
+    RenderOptions::from_profile(cx.node, cx.profile)
+}
+
+/// Writes the kubeadm configuration for this node's path.
+pub struct KubeadmConfig;
+
+fn config_file(cx: &Ctx<'_>) -> Result<FileSpec> {
+    Ok(FileSpec {
+        path: KUBEADM_CONFIG.into(),
+        content: render_kubeadm_config(cx.node, &render_options(cx))?,
+        mode: 0o600,
+    })
+}
+
+impl Step for KubeadmConfig {
+    fn id(&self) -> &'static str {
+        "kubeadm-config"
+    }
+
+    fn describe(&self) -> &'static str {
+        "kubeadm configuration for this node's join path (0600: holds the token)"
+    }
+
+    fn check(&self, cx: &Ctx<'_>) -> Result<Vec<Pending>> {
+        pending_files(cx.root, &[config_file(cx)?])
+    }
+
+    fn apply(&self, cx: &mut Ctx<'_>) -> Result<()> {
+        let f = [config_file(cx)?];
+        write_files(cx, &f)?;
+        Ok(())
+    }
+}
+
+/// Installs the shared CA material under `/etc/kubernetes/pki` on masters
+/// (keys 0600), so kubeadm signs with the cluster's CAs and no master
+/// needs the `kubeadm-certs` secret.
+pub struct Pki;
+
+/// The CA files for a master with shared CA material; empty otherwise.
+pub fn pki_files(node: &NodeConfig) -> Vec<FileSpec> {
+    let Some(ca) = node
+        .secrets
+        .ca
+        .as_ref()
+        .filter(|_| node.role == Role::Master)
+    else {
+        return Vec::new();
+    };
+    let f = |name: &str, content: &str, mode| FileSpec {
+        path: format!("{PKI_DIR}/{name}"),
+        content: content.to_string(),
+        mode,
+    };
+    vec![
+        f("ca.crt", &ca.ca_crt, 0o644),
+        f("ca.key", ca.ca_key.expose(), 0o600),
+        f("front-proxy-ca.crt", &ca.front_proxy_ca_crt, 0o644),
+        f("front-proxy-ca.key", ca.front_proxy_ca_key.expose(), 0o600),
+        f("etcd/ca.crt", &ca.etcd_ca_crt, 0o644),
+        f("etcd/ca.key", ca.etcd_ca_key.expose(), 0o600),
+        f("sa.key", ca.sa_key.expose(), 0o600),
+        f("sa.pub", &ca.sa_pub, 0o644),
+    ]
+}
+
+impl Step for Pki {
+    fn id(&self) -> &'static str {
+        "pki"
+    }
+
+    fn describe(&self) -> &'static str {
+        "shared cluster, front-proxy and etcd CAs and service-account keys in /etc/kubernetes/pki (keys 0600)"
+    }
+
+    fn check(&self, cx: &Ctx<'_>) -> Result<Vec<Pending>> {
+        pending_files(cx.root, &pki_files(cx.node))
+    }
+
+    fn apply(&self, cx: &mut Ctx<'_>) -> Result<()> {
+        let files = pki_files(cx.node);
+        write_files(cx, &files)?;
+        Ok(())
+    }
+}
+
+/// `kubeadm reset -f` of a partial init or join, then the files reset
+/// removed that the next attempt needs (the shared PKI; static-pod load
+/// balancer manifests).
+pub fn reset_partial_state(cx: &mut Ctx<'_>) -> Result<()> {
+    eprintln!("nodebake-firstboot: kubeadm reset -f (clearing the partial state before retrying)");
+    if let Err(e) = cx.run(kubeadm(["reset".to_string(), "-f".into()])) {
+        eprintln!("nodebake-firstboot: kubeadm reset failed: {e:#}");
+    }
+    let files = pki_files(cx.node);
+    write_files(cx, &files)?;
+    use crate::steps::load_balancer::{Haproxy, Keepalived};
+    for s in [&Haproxy as &dyn Step, &Keepalived] {
+        if !s.check(cx)?.is_empty() {
+            s.apply(cx)?;
+        }
+    }
+    Ok(())
+}
