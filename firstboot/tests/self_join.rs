@@ -1,0 +1,485 @@
+//! The self-join path through the agent's real code, with the kubeadm and
+//! kubectl test doubles (`tests/support/kubeadm-double`,
+//! `tests/support/kubectl-double`) standing in for the real programs and a
+//! local `openssl s_server` as the control-plane endpoint.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use nodebake_firstboot::agent::{self, RunOptions};
+use nodebake_firstboot::kubeadm::endpoint::{probe_command, wait_for_endpoint, Backoff, Probe};
+use nodebake_firstboot::root::Root;
+use nodebake_firstboot::runner::{
+    Cmd, HostnameState, Outcome, RecordingRunner, Runner, SystemRunner,
+};
+use nodebake_firstboot::step::JoinSettings;
+
+use common::ChildGuard;
+
+const TOOLS: &[&str] = &["openssl", "timeout", "python3"];
+
+fn support(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support")
+        .join(name)
+}
+
+/// Executes kubeadm and kubectl as the doubles (and openssl/timeout for
+/// the endpoint probe); records every other command as skipped. Not live:
+/// host steps only check files.
+struct DoubleRunner {
+    root: PathBuf,
+    state: PathBuf,
+    env: Vec<(String, String)>,
+    rest: RecordingRunner,
+    log: std::sync::Mutex<Vec<String>>,
+}
+
+impl DoubleRunner {
+    fn new(root: &Path, state: &Path, env: &[(&str, &str)]) -> Self {
+        Self {
+            root: root.into(),
+            state: state.into(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            rest: RecordingRunner::default(),
+            log: Default::default(),
+        }
+    }
+
+    fn calls(&self) -> Vec<Vec<String>> {
+        std::fs::read_to_string(self.state.join("calls.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Runner for DoubleRunner {
+    fn run(&self, cmd: &Cmd) -> Result<Outcome> {
+        let program = match cmd.program.as_str() {
+            "kubeadm" => support("kubeadm-double"),
+            "kubectl" => support("kubectl-double"),
+            "timeout" | "openssl" => PathBuf::from(&cmd.program),
+            _ => return self.rest.run(cmd),
+        };
+        self.log.lock().unwrap().push(cmd.to_string());
+        let out = Command::new(program)
+            .args(&cmd.args)
+            .env("KUBEADM_DOUBLE_ROOT", &self.root)
+            .env("KUBEADM_DOUBLE_STATE", &self.state)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "`{cmd}` failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(Outcome::Ran(String::from_utf8_lossy(&out.stdout).into()))
+    }
+    fn set_hostname(&self, name: &str) -> Result<Outcome> {
+        self.rest.set_hostname(name)
+    }
+    fn query_hostname(&self) -> Result<Option<HostnameState>> {
+        Ok(None)
+    }
+    fn is_live(&self) -> bool {
+        false
+    }
+    fn skipped(&self) -> Vec<String> {
+        self.rest.skipped()
+    }
+}
+
+fn sh(script: &str, dir: &Path) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A CA (`<name>.crt`/`.key`) made by the openssl CLI in `dir`.
+fn make_ca(dir: &Path, name: &str, cn: &str) {
+    sh(
+        &format!(
+            "openssl req -x509 -newkey rsa:2048 -nodes -keyout {name}.key -out {name}.crt -days 2 \
+             -subj /CN={cn} -addext basicConstraints=critical,CA:TRUE \
+             -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null"
+        ),
+        dir,
+    );
+}
+
+/// A server certificate for `master.k8s.io` signed by CA `ca`.
+fn make_server_cert(dir: &Path, ca: &str, name: &str) {
+    sh(
+        &format!(
+            "openssl req -new -newkey rsa:2048 -nodes -keyout {name}.key -out {name}.csr \
+             -subj /CN=kube-apiserver 2>/dev/null && \
+             printf 'subjectAltName=DNS:master.k8s.io,IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > {name}.ext && \
+             openssl x509 -req -in {name}.csr -CA {ca}.crt -CAkey {ca}.key -CAcreateserial \
+             -days 2 -out {name}.crt -extfile {name}.ext 2>/dev/null"
+        ),
+        dir,
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `openssl s_server` on a free loopback port with `<cert>.crt/.key`.
+fn tls_server(dir: &Path, cert: &str) -> (ChildGuard, String) {
+    let port = free_port();
+    let child = Command::new("openssl")
+        .args(["s_server", "-quiet", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-cert")
+        .arg(dir.join(format!("{cert}.crt")))
+        .arg("-key")
+        .arg(dir.join(format!("{cert}.key")))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = ChildGuard::new(child);
+    let addr = format!("127.0.0.1:{port}");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            return (guard, addr);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("openssl s_server did not listen on {addr}");
+}
+
+/// The seed metadata for `host` under `dir/md`, edited by `edit`.
+fn metadata(dir: &Path, host: &str, edit: impl Fn(String) -> String) -> String {
+    let md = dir.join(format!("md-{host}"));
+    std::fs::create_dir_all(&md).unwrap();
+    let src = common::fixture(host);
+    std::fs::copy(src.join("meta-data"), md.join("meta-data")).unwrap();
+    let user = std::fs::read_to_string(src.join("user-data")).unwrap();
+    std::fs::write(md.join("user-data"), edit(user)).unwrap();
+    md.display().to_string()
+}
+
+fn fast() -> JoinSettings {
+    let b = |tries| Backoff {
+        tries,
+        initial: Duration::from_millis(20),
+        max: Duration::from_millis(100),
+    };
+    JoinSettings {
+        endpoint: b(5),
+        endpoint_target: None,
+        attempts: b(3),
+        ready: b(5),
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+fn count(calls: &[Vec<String>], prefix: &[&str]) -> usize {
+    calls
+        .iter()
+        .filter(|c| c.len() >= prefix.len() && c.iter().zip(prefix).all(|(a, b)| a == b))
+        .count()
+}
+
+const FLANNEL: &str = "---\nkind: ConfigMap\napiVersion: v1\nmetadata:\n  name: kube-flannel-cfg\ndata:\n  net-conf.json: |\n    { \"Network\": \"10.244.0.0/16\", \"Backend\": { \"Type\": \"vxlan\" } }\n";
+
+#[test]
+fn initialiser_inits_applies_cni_waits_ready_and_keeps_the_token() {
+    if !common::require("self_join", TOOLS) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let state = t.path().join("state");
+    std::fs::create_dir_all(root.join("usr/lib/nodebake/manifests")).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        root.join("usr/lib/nodebake/manifests/kube-flannel.yml"),
+        FLANNEL,
+    )
+    .unwrap();
+    let md = metadata(t.path(), "k8s-master1", |u| {
+        u.replace("kubernetes_version: 1.20.0", "kubernetes_version: 1.28.3")
+            .replace("pod_cidr: 10.244.0.0/16", "pod_cidr: 10.200.0.0/16")
+    });
+    let runner = DoubleRunner::new(
+        &root,
+        &state,
+        &[
+            ("KUBEADM_DOUBLE_VERSION", "1.28.3"),
+            ("KUBEADM_DOUBLE_FAIL_INIT", "1"),
+            ("KUBECTL_DOUBLE_NOT_READY", "2"),
+        ],
+    );
+    let mut o = RunOptions::new(Root::new(&root));
+    o.metadata = Some(md.clone());
+    o.join = fast();
+    agent::run(&o, &runner).unwrap();
+
+    let calls = runner.calls();
+    let cfg = root.join("etc/nodebake/kubeadm.yaml").display().to_string();
+    let init = vec!["init", "--config", cfg.as_str(), "--upload-certs"];
+    assert_eq!(count(&calls, &init), 2, "{calls:?}");
+    assert_eq!(count(&calls, &["reset", "-f"]), 1, "{calls:?}");
+    assert_eq!(
+        count(&calls, &["kubectl", "--kubeconfig"]),
+        1 + 3,
+        "{calls:?}"
+    );
+    assert_eq!(count(&calls, &["token", "create"]), 0, "init created it");
+    assert_eq!(mode(&root.join("etc/nodebake/kubeadm.yaml")), 0o600);
+    assert_eq!(mode(&root.join("root/.kube/config")), 0o600);
+    let cni = std::fs::read_to_string(root.join("etc/nodebake/cni.yaml")).unwrap();
+    assert!(cni.contains("\"Network\": \"10.200.0.0/16\""), "{cni}");
+    // No secret on any command line.
+    for c in runner.log.lock().unwrap().iter() {
+        assert!(
+            !c.contains("0123456789abcdef") && !c.contains("0b1c2d3e4f"),
+            "{c}"
+        );
+    }
+    let status = agent::status(&Root::new(&root)).unwrap();
+    assert!(status.contains("step node-ready: applied"), "{status}");
+
+    // The token expired (deleted): a re-check re-creates it from the file.
+    std::fs::remove_file(state.join("tokens.json")).unwrap();
+    let mut again = RunOptions::new(Root::new(&root));
+    again.metadata = Some(md);
+    again.join = fast();
+    again.again = true;
+    let r2 = DoubleRunner::new(&root, &state, &[("KUBEADM_DOUBLE_VERSION", "1.28.3")]);
+    agent::run(&again, &r2).unwrap();
+    let calls = r2.calls();
+    assert_eq!(
+        count(&calls, &init),
+        2,
+        "init must not run again: {calls:?}"
+    );
+    assert_eq!(
+        count(&calls, &["token", "create", "--config"]),
+        1,
+        "{calls:?}"
+    );
+    assert_eq!(mode(&root.join("etc/nodebake/kubeadm-token.yaml")), 0o600);
+    let tokens = std::fs::read_to_string(state.join("tokens.json")).unwrap();
+    assert!(tokens.contains("abcdef.0123456789abcdef"));
+}
+
+/// CA material as the metadata carries it, made by openssl in `dir`.
+fn ca_yaml(dir: &Path) -> String {
+    make_ca(dir, "ca", "kubernetes");
+    make_ca(dir, "front-proxy-ca", "front-proxy-ca");
+    make_ca(dir, "etcd-ca", "etcd-ca");
+    sh(
+        "openssl genrsa -out sa.key 2048 2>/dev/null && openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null",
+        dir,
+    );
+    let block = |file: &str| {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let body: String = text.lines().map(|l| format!("        {l}\n")).collect();
+        format!("|\n{body}")
+    };
+    format!(
+        "    ca:\n      ca_crt: {}      ca_key: {}      front_proxy_ca_crt: {}      front_proxy_ca_key: {}      \
+         etcd_ca_crt: {}      etcd_ca_key: {}      sa_key: {}      sa_pub: {}",
+        block("ca.crt"),
+        block("ca.key"),
+        block("front-proxy-ca.crt"),
+        block("front-proxy-ca.key"),
+        block("etcd-ca.crt"),
+        block("etcd-ca.key"),
+        block("sa.key"),
+        block("sa.pub"),
+    )
+}
+
+#[test]
+fn control_plane_join_with_shared_ca_retries_after_reset() {
+    if !common::require("self_join", TOOLS) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (root, state, pki) = (
+        t.path().join("root"),
+        t.path().join("state"),
+        t.path().join("pki"),
+    );
+    for d in [&root, &state, &pki] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let ca = ca_yaml(&pki);
+    let hash = sh(
+        "openssl x509 -pubkey -noout -in ca.crt | openssl pkey -pubin -outform der | sha256sum",
+        &pki,
+    );
+    let hash = format!("sha256:{}", hash.split_whitespace().next().unwrap());
+    make_server_cert(&pki, "ca", "apiserver");
+    let (_server, addr) = tls_server(&pki, "apiserver");
+    let md = metadata(t.path(), "k8s-master2", |u| {
+        let u = u.replace("kubernetes_version: 1.20.0", "kubernetes_version: 1.31.1");
+        let u = u
+            .lines()
+            .filter(|l| !l.contains("certificate_key") && !l.contains("ca_cert_hash"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>();
+        format!("{u}    ca_cert_hash: {hash}\n{ca}")
+    });
+    let runner = DoubleRunner::new(
+        &root,
+        &state,
+        &[
+            ("KUBEADM_DOUBLE_VERSION", "1.31.1"),
+            ("KUBEADM_DOUBLE_FAIL_JOIN", "1"),
+        ],
+    );
+    let mut o = RunOptions::new(Root::new(&root));
+    o.metadata = Some(md);
+    o.join = fast();
+    o.join.endpoint_target = Some(addr);
+    agent::run(&o, &runner).unwrap();
+
+    let calls = runner.calls();
+    assert_eq!(count(&calls, &["join", "--config"]), 2, "{calls:?}");
+    assert_eq!(count(&calls, &["reset", "-f"]), 1, "{calls:?}");
+    let config = std::fs::read_to_string(root.join("etc/nodebake/kubeadm.yaml")).unwrap();
+    assert!(config.contains("apiVersion: kubeadm.k8s.io/v1beta4"));
+    assert!(!config.contains("certificateKey"), "{config}");
+    assert!(config.contains(&hash), "{config}");
+    let k = root.join("etc/kubernetes/pki");
+    for (f, m) in [
+        ("ca.crt", 0o644),
+        ("ca.key", 0o600),
+        ("front-proxy-ca.key", 0o600),
+        ("etcd/ca.key", 0o600),
+        ("sa.key", 0o600),
+        ("sa.pub", 0o644),
+    ] {
+        assert_eq!(mode(&k.join(f)), m, "{f}");
+    }
+    assert_eq!(
+        std::fs::read(k.join("ca.crt")).unwrap(),
+        std::fs::read(pki.join("ca.crt")).unwrap()
+    );
+    let log = runner.log.lock().unwrap().join("\n");
+    assert!(log.contains("-verify_return_error"), "{log}");
+}
+
+#[test]
+fn worker_joins_with_token_and_hash() {
+    if !common::require("self_join", TOOLS) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (root, state, pki) = (
+        t.path().join("root"),
+        t.path().join("state"),
+        t.path().join("pki"),
+    );
+    for d in [&root, &state, &pki] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    make_ca(&pki, "ca", "kubernetes");
+    make_server_cert(&pki, "ca", "apiserver");
+    let (_server, addr) = tls_server(&pki, "apiserver");
+    let md = metadata(t.path(), "k8s-node3", |u| u);
+    let runner = DoubleRunner::new(&root, &state, &[("KUBEADM_DOUBLE_VERSION", "1.20.0")]);
+    let mut o = RunOptions::new(Root::new(&root));
+    o.metadata = Some(md);
+    o.join = fast();
+    o.join.endpoint_target = Some(addr);
+    agent::run(&o, &runner).unwrap();
+    let calls = runner.calls();
+    assert_eq!(count(&calls, &["join", "--config"]), 1, "{calls:?}");
+    assert_eq!(count(&calls, &["token"]), 0, "workers keep no token");
+    assert!(root.join("etc/kubernetes/kubelet.conf").exists());
+    assert!(!root.join("etc/kubernetes/admin.conf").exists());
+}
+
+#[test]
+fn endpoint_wait_needs_the_cluster_ca() {
+    if !common::require("self_join", TOOLS) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    make_ca(d.path(), "ca", "kubernetes");
+    make_ca(d.path(), "other", "someone-else");
+    make_server_cert(d.path(), "ca", "apiserver");
+    let (_server, addr) = tls_server(d.path(), "apiserver");
+    let b = Backoff {
+        tries: 3,
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(100),
+    };
+    let runner = SystemRunner::default();
+    let wrong = probe_command(&addr, "master.k8s.io", Some(&d.path().join("other.crt")));
+    let e = wait_for_endpoint(&runner, &wrong, "endpoint", &b).unwrap_err();
+    assert!(e.to_string().contains("after 3 tries"), "{e}");
+    let right = probe_command(&addr, "master.k8s.io", Some(&d.path().join("ca.crt")));
+    assert_eq!(
+        wait_for_endpoint(&runner, &right, "endpoint", &b).unwrap(),
+        Probe::Ok
+    );
+    // Nobody listening: a clear error too.
+    let none = probe_command(&format!("127.0.0.1:{}", free_port()), "master.k8s.io", None);
+    assert!(wait_for_endpoint(&runner, &none, "endpoint", &b).is_err());
+}
+
+#[test]
+fn kubeadm_double_refuses_unknown_flags_and_fields() {
+    if !common::require("self_join", TOOLS) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(support("kubeadm-double"))
+            .args(args)
+            .env("KUBEADM_DOUBLE_ROOT", t.path())
+            .env("KUBEADM_DOUBLE_STATE", t.path())
+            .output()
+            .unwrap()
+    };
+    assert!(!run(&["init", "--bogus"]).status.success());
+    assert!(!run(&["upgrade"]).status.success());
+    let cfg = t.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        "apiVersion: kubeadm.k8s.io/v1beta3\nkind: JoinConfiguration\nnodeRegistration: {name: a}\n\
+         discovery: {bootstrapToken: {token: abcdef.0123456789abcdef, apiServerEndpoint: 'a:1', \
+         caCertHashes: ['sha256:00']}}\ninventedField: 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run(&["join", "--config", cfg.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("inventedField"));
+}
