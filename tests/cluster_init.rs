@@ -1,0 +1,497 @@
+//! `nodebake cluster init` on the seed's inventory: the secrets bundle
+//! (modes, openssl-verified CAs, token format, discovery hash against
+//! openssl's), per-node NoCloud documents parsed by the contract, no private
+//! key in any worker file, seeds listed by isoinfo/xorriso and read back by
+//! the first-boot agent, idempotent re-runs, scale-out with the same
+//! secrets, --rotate and named validation errors.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nodebake_contract::node::NodeConfig;
+use nodebake_contract::profile::Role;
+use nodebake_suite::{bin, repo, require_tools, run, run_ok};
+use sha2::{Digest, Sha256};
+
+const NODES: [&str; 6] = [
+    "k8s-master1",
+    "k8s-master2",
+    "k8s-master3",
+    "k8s-node1",
+    "k8s-node2",
+    "k8s-node3",
+];
+
+fn example() -> PathBuf {
+    repo().join("examples/seed-ha-cluster.toml")
+}
+
+fn init(inventory: &Path, out: &Path, extra: &[&str]) -> String {
+    run_ok(
+        Command::new(bin("nodebake"))
+            .args(["cluster", "init"])
+            .arg(inventory)
+            .arg("--out")
+            .arg(out)
+            .args(extra),
+    )
+}
+
+/// The hash printed on stdout (`ca-cert-hash: sha256:...`).
+fn printed_hash(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("ca-cert-hash: "))
+        .expect("ca-cert-hash line")
+        .to_string()
+}
+
+/// sha256 over every path, mode and content under `dir`, sorted.
+fn tree_hash(dir: &Path) -> String {
+    fn walk(base: &Path, d: &Path, out: &mut Vec<(String, u32, Vec<u8>)>) {
+        let mut entries: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(base).unwrap().display().to_string();
+            let mode = meta.permissions().mode();
+            if meta.is_dir() {
+                out.push((rel, mode, Vec::new()));
+                walk(base, &p, out);
+            } else {
+                out.push((rel, mode, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    let mut all = Vec::new();
+    walk(dir, dir, &mut all);
+    let mut h = Sha256::new();
+    for (p, m, c) in all {
+        h.update(format!("{p}\0{m:o}\0{}\0", c.len()));
+        h.update(c);
+    }
+    hex::encode(h.finalize())
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn init_writes_secrets_and_role_scoped_nodes_and_reruns_change_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cluster");
+    let first = init(&example(), &out, &[]);
+
+    let secrets = out.join("secrets");
+    assert_eq!(mode(&secrets), 0o700);
+    let mut files = 0;
+    for e in std::fs::read_dir(&secrets).unwrap() {
+        let p = e.unwrap().path();
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+        files += 1;
+    }
+    assert_eq!(files, 12);
+
+    let token = std::fs::read_to_string(secrets.join("bootstrap-token")).unwrap();
+    let token = token.trim();
+    let (a, b) = token.split_once('.').expect("token has a dot");
+    let ok = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    };
+    assert!(
+        ok(a, 6) && ok(b, 16),
+        "token is not [a-z0-9]{{6}}.[a-z0-9]{{16}}"
+    );
+    let ck = std::fs::read_to_string(secrets.join("certificate-key")).unwrap();
+    assert!(ck.trim().len() == 64 && ck.trim().chars().all(|c| c.is_ascii_hexdigit()));
+    // The printed hash is the stored one and no secret value is printed.
+    assert_eq!(
+        printed_hash(&first),
+        std::fs::read_to_string(secrets.join("ca-cert-hash"))
+            .unwrap()
+            .trim()
+    );
+    assert!(!first.contains(token));
+
+    for name in NODES {
+        let dir = out.join("nodes").join(name);
+        assert_eq!(mode(&dir), 0o700);
+        for f in ["meta-data", "user-data", "seed.iso"] {
+            assert_eq!(mode(&dir.join(f)), 0o600, "{name}/{f}");
+        }
+        let meta = std::fs::read_to_string(dir.join("meta-data")).unwrap();
+        let user = std::fs::read_to_string(dir.join("user-data")).unwrap();
+        let cfg = NodeConfig::from_nocloud(&meta, &user)
+            .unwrap_or_else(|e| panic!("{name}: the contract refuses its metadata: {e}"));
+        assert_eq!(cfg.hostname, name);
+        assert_eq!(cfg.initialiser, "k8s-master1");
+        assert_eq!(cfg.endpoint.vip.to_string(), "192.168.147.154");
+        assert_eq!(cfg.endpoint.port, 16443);
+        assert_eq!(cfg.endpoint.dns_name, "master.k8s.io");
+        assert_eq!(cfg.pod_cidr.to_string(), "10.244.0.0/16");
+        assert_eq!(cfg.service_cidr.to_string(), "10.1.0.0/16");
+        assert_eq!(cfg.kubernetes_version.to_string(), "1.20.0");
+        assert_eq!(cfg.masters.len(), 3);
+        assert_eq!(cfg.workers.len(), 3);
+        assert_eq!(cfg.secrets.bootstrap_token.expose(), token);
+        assert_eq!(
+            cfg.secrets.ca_cert_hash.as_deref(),
+            Some(printed_hash(&first).as_str())
+        );
+        let worker = name.starts_with("k8s-node");
+        assert_eq!(cfg.role, if worker { Role::Worker } else { Role::Master });
+        if worker {
+            assert!(cfg.secrets.ca.is_none() && cfg.secrets.certificate_key.is_none());
+            assert!(cfg.secrets.vrrp_password.is_none());
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                let bytes = std::fs::read(&p).unwrap();
+                for needle in [
+                    &b"PRIVATE KEY"[..],
+                    b"ca_key",
+                    b"sa_key",
+                    b"certificate_key",
+                ] {
+                    assert!(
+                        !contains(&bytes, needle),
+                        "{} holds {:?}",
+                        p.display(),
+                        String::from_utf8_lossy(needle)
+                    );
+                }
+            }
+        } else {
+            let ca = cfg
+                .secrets
+                .ca
+                .as_ref()
+                .expect("masters get the CA material");
+            assert_eq!(
+                ca.ca_crt,
+                std::fs::read_to_string(secrets.join("ca.crt")).unwrap()
+            );
+            assert!(cfg.secrets.certificate_key.is_some() && cfg.secrets.vrrp_password.is_some());
+        }
+    }
+
+    let before = tree_hash(&out);
+    let second = init(&example(), &out, &[]);
+    assert_eq!(tree_hash(&out), before, "a re-run changed the output");
+    assert_eq!(second, first);
+}
+
+#[test]
+fn cas_verify_and_the_hash_equals_openssls() {
+    if !require_tools(&["openssl", "sh", "sha256sum"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("c");
+    let stdout = init(&example(), &out, &[]);
+    let s = out.join("secrets");
+    for (crt, cn) in [
+        ("ca.crt", "kubernetes"),
+        ("front-proxy-ca.crt", "front-proxy-ca"),
+        ("etcd-ca.crt", "etcd-ca"),
+    ] {
+        let p = s.join(crt);
+        let v = run_ok(
+            Command::new("openssl")
+                .arg("verify")
+                .arg("-CAfile")
+                .arg(&p)
+                .arg(&p),
+        );
+        assert!(v.contains(": OK"), "{v}");
+        let text = run_ok(
+            Command::new("openssl")
+                .args(["x509", "-noout", "-text", "-in"])
+                .arg(&p),
+        );
+        assert!(text.contains("CA:TRUE"), "{crt}: {text}");
+        assert!(text.contains("Certificate Sign"), "{crt}: {text}");
+        assert!(
+            text.contains(&format!("CN = {cn}")) || text.contains(&format!("CN={cn}")),
+            "{text}"
+        );
+        // The key matches the certificate.
+        let key = s.join(crt.replace(".crt", ".key"));
+        let from_key = run_ok(
+            Command::new("openssl")
+                .args(["pkey", "-pubout", "-in"])
+                .arg(&key),
+        );
+        let from_crt = run_ok(
+            Command::new("openssl")
+                .args(["x509", "-pubkey", "-noout", "-in"])
+                .arg(&p),
+        );
+        assert_eq!(from_key, from_crt, "{crt} and its key differ");
+    }
+    let sa_pub = run_ok(
+        Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(s.join("sa.key")),
+    );
+    assert_eq!(sa_pub, std::fs::read_to_string(s.join("sa.pub")).unwrap());
+    let openssl = run_ok(Command::new("sh").arg("-c").arg(format!(
+        "openssl x509 -pubkey -noout -in '{}' | openssl pkey -pubin -outform der | sha256sum",
+        s.join("ca.crt").display()
+    )));
+    let want = format!("sha256:{}", openssl.split_whitespace().next().unwrap());
+    assert_eq!(printed_hash(&stdout), want);
+}
+
+#[test]
+fn seeds_are_cidata_isos_the_agent_reads() {
+    if !require_tools(&["isoinfo", "xorriso"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("c");
+    init(&example(), &out, &[]);
+    for name in NODES {
+        let dir = out.join("nodes").join(name);
+        let iso = dir.join("seed.iso");
+        let d = run_ok(Command::new("isoinfo").arg("-d").arg("-i").arg(&iso));
+        assert!(d.contains("Volume id: cidata"), "{d}");
+        let l = run_ok(Command::new("isoinfo").args(["-l", "-J", "-i"]).arg(&iso));
+        for f in ["meta-data", "user-data", "network-config"] {
+            assert!(l.contains(f), "{name}: isoinfo -l -J lacks {f}: {l}");
+            let x = run_ok(
+                Command::new("isoinfo")
+                    .args(["-J", "-i"])
+                    .arg(&iso)
+                    .arg("-x")
+                    .arg(format!("/{f}")),
+            );
+            assert_eq!(
+                x,
+                std::fs::read_to_string(dir.join(f)).unwrap(),
+                "{name}/{f}"
+            );
+        }
+        let o = run(Command::new("xorriso").arg("-indev").arg(&iso).arg("-ls"));
+        assert!(o.status.success());
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            all.contains("'meta-data'") && all.contains("'user-data'"),
+            "{all}"
+        );
+        assert!(all.contains("Volume id    : 'cidata'"), "{all}");
+    }
+    // The first-boot agent reads the seed image and plans the node.
+    let fb = nodebake_suite::target_dir().join("nodebake-firstboot");
+    if !fb.is_file() {
+        assert!(
+            !nodebake_suite::in_ci(),
+            "{} not built: cargo build -p nodebake-firstboot",
+            fb.display()
+        );
+        eprintln!("SKIPPED agent read-back: {} not built", fb.display());
+        return;
+    }
+    for name in ["k8s-master1", "k8s-node1"] {
+        let root = tempfile::tempdir().unwrap();
+        let plan = run_ok(
+            Command::new(&fb)
+                .arg("plan")
+                .arg("--root")
+                .arg(root.path())
+                .arg("--metadata")
+                .arg(out.join("nodes").join(name).join("seed.iso")),
+        );
+        assert!(
+            plan.contains(name),
+            "{name}: plan does not name the node:\n{plan}"
+        );
+        let plan_dir = run_ok(
+            Command::new(&fb)
+                .arg("plan")
+                .arg("--root")
+                .arg(root.path())
+                .arg("--metadata")
+                .arg(out.join("nodes").join(name)),
+        );
+        let body = |p: &str| -> String {
+            p.lines()
+                .filter(|l| !l.starts_with("metadata:"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert!(plan.contains("label cidata"), "{plan}");
+        assert_eq!(
+            body(&plan),
+            body(&plan_dir),
+            "seed and directory give different plans"
+        );
+    }
+}
+
+fn secrets_hash(out: &Path) -> String {
+    tree_hash(&out.join("secrets"))
+}
+
+#[test]
+fn scale_out_keeps_the_secrets_and_rotate_replaces_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("c");
+    let first = init(&example(), &out, &[]);
+    let before = secrets_hash(&out);
+    let bigger = tmp.path().join("bigger.toml");
+    let mut text = std::fs::read_to_string(example()).unwrap();
+    text.push_str(
+        "\n[[machines]]\nname = \"k8s-node4\"\nrole = \"worker\"\nip = \"192.168.147.144\"\nmac = \"52:54:00:93:01:44\"\n",
+    );
+    std::fs::write(&bigger, text).unwrap();
+    let second = init(&bigger, &out, &[]);
+    assert_eq!(printed_hash(&first), printed_hash(&second));
+    assert_eq!(secrets_hash(&out), before, "scale-out changed the secrets");
+    let meta = std::fs::read_to_string(out.join("nodes/k8s-node4/meta-data")).unwrap();
+    let user = std::fs::read_to_string(out.join("nodes/k8s-node4/user-data")).unwrap();
+    let cfg = NodeConfig::from_nocloud(&meta, &user).unwrap();
+    assert_eq!(cfg.workers.len(), 4);
+    let token = std::fs::read_to_string(out.join("secrets/bootstrap-token")).unwrap();
+    assert_eq!(cfg.secrets.bootstrap_token.expose(), token.trim());
+    assert!(out.join("nodes/k8s-node4/seed.iso").is_file());
+    let index = std::fs::read_to_string(out.join("nodes.json")).unwrap();
+    assert!(index.contains("52:54:00:93:01:44"));
+
+    let rotated = init(&bigger, &out, &["--rotate"]);
+    assert_ne!(printed_hash(&rotated), printed_hash(&first));
+    assert_ne!(secrets_hash(&out), before);
+    let user = std::fs::read_to_string(out.join("nodes/k8s-node1/user-data")).unwrap();
+    assert!(user.contains(&printed_hash(&rotated)));
+}
+
+#[test]
+fn a_partial_secrets_bundle_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("c");
+    init(&example(), &out, &[]);
+    std::fs::remove_file(out.join("secrets/etcd-ca.key")).unwrap();
+    let o = run(Command::new(bin("nodebake"))
+        .args(["cluster", "init"])
+        .arg(example())
+        .arg("--out")
+        .arg(&out));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("missing etcd-ca.key") && err.contains("--rotate"),
+        "{err}"
+    );
+}
+
+/// Runs init on the example edited by `edit`; returns (success, stderr).
+fn init_edited(edit: impl Fn(String) -> String) -> (bool, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let inv = tmp.path().join("inv.toml");
+    std::fs::write(&inv, edit(std::fs::read_to_string(example()).unwrap())).unwrap();
+    let o = run(Command::new(bin("nodebake"))
+        .args(["cluster", "init"])
+        .arg(&inv)
+        .arg("--out")
+        .arg(tmp.path().join("out")));
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// An edit of the example inventory's text.
+type Edit = Box<dyn Fn(String) -> String>;
+
+#[test]
+fn validation_names_each_problem() {
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "duplicate name",
+            Box::new(|t| t.replace("name = \"k8s-node2\"", "name = \"k8s-node1\"")),
+            "machines[4].name: duplicate name `k8s-node1` (also machines[3])",
+        ),
+        (
+            "duplicate IP",
+            Box::new(|t| t.replace("192.168.147.142", "192.168.147.141")),
+            "machines[4].ip: duplicate IP 192.168.147.141",
+        ),
+        (
+            "duplicate MAC",
+            Box::new(|t| t.replace("52:54:00:93:01:42", "52-54-00-93-01-41")),
+            "machines[4].mac: duplicate MAC 52:54:00:93:01:41",
+        ),
+        (
+            "IP outside the network",
+            Box::new(|t| t.replace("192.168.147.143", "192.168.148.143")),
+            "machines[5].ip: 192.168.148.143 is outside the node network 192.168.147.0/24",
+        ),
+        (
+            "VIP on a node",
+            Box::new(|t| t.replace("vip = \"192.168.147.154\"", "vip = \"192.168.147.140\"")),
+            "control_plane_endpoint.vip: VIP 192.168.147.140 collides with machine `k8s-master3`",
+        ),
+        (
+            "no initialiser",
+            Box::new(|t| t.replace("initialiser = true", "")),
+            "machines: no initialiser",
+        ),
+        (
+            "two initialisers",
+            Box::new(|t| {
+                t.replace(
+                    "mac = \"52:54:00:93:01:39\"",
+                    "mac = \"52:54:00:93:01:39\"\ninitialiser = true",
+                )
+            }),
+            "machines: 2 initialisers (k8s-master1, k8s-master2)",
+        ),
+        (
+            "unknown field",
+            Box::new(|t| t.replace("[network]", "[network]\nmtu = 9000")),
+            "unknown field `mtu`",
+        ),
+        (
+            "bad MAC",
+            Box::new(|t| t.replace("52:54:00:93:01:43", "52:54:00:93:01")),
+            "machines[5].mac: `52:54:00:93:01` is not a MAC address",
+        ),
+    ];
+    for (what, edit, want) in cases {
+        let (ok, err) = init_edited(edit);
+        assert!(!ok, "{what}: accepted");
+        assert!(err.contains(want), "{what}: expected `{want}` in:\n{err}");
+    }
+    // Several problems at once are all named.
+    let (ok, err) = init_edited(|t| {
+        t.replace("192.168.147.142", "192.168.147.141")
+            .replace("initialiser = true", "")
+    });
+    assert!(
+        !ok && err.contains("duplicate IP") && err.contains("no initialiser"),
+        "{err}"
+    );
+    // An even master count is a warning only.
+    let (ok, err) = init_edited(|t| {
+        t.replace(
+            "name = \"k8s-node1\"\nrole = \"worker\"",
+            "name = \"k8s-node1\"\nrole = \"master\"",
+        )
+    });
+    assert!(ok, "{err}");
+    assert!(err.contains("warning: machines: 4 masters"), "{err}");
+}
