@@ -56,6 +56,13 @@ pub struct JoinSettings {
     pub attempts: Backoff,
     /// Waiting for the node to be Ready.
     pub ready: Backoff,
+    /// Removing a stale etcd member (retried while etcd says `unhealthy
+    /// cluster`).
+    pub etcd: Backoff,
+    /// etcd client port on the masters.
+    pub etcd_client_port: u16,
+    /// etcd peer port on the masters.
+    pub etcd_peer_port: u16,
 }
 
 impl Default for JoinSettings {
@@ -79,6 +86,13 @@ impl Default for JoinSettings {
                 initial: Duration::from_secs(2),
                 max: Duration::from_secs(10),
             },
+            etcd: Backoff {
+                tries: 10,
+                initial: Duration::from_secs(2),
+                max: Duration::from_secs(10),
+            },
+            etcd_client_port: 2379,
+            etcd_peer_port: 2380,
         }
     }
 }

@@ -198,6 +198,8 @@ fn fast() -> JoinSettings {
         endpoint_target: None,
         attempts: b(3),
         ready: b(5),
+        etcd: b(2),
+        ..JoinSettings::default()
     }
 }
 
@@ -393,6 +395,26 @@ fn control_plane_join_with_shared_ca_retries_after_reset() {
     );
     let log = runner.log.lock().unwrap().join("\n");
     assert!(log.contains("-verify_return_error"), "{log}");
+    // Before each attempt: a client certificate from the etcd CA, then the
+    // stale-member check through the other masters (etcdctl is skipped here).
+    let client = root.join("etc/nodebake/etcd-client");
+    assert_eq!(mode(&client.join("etcd-client.key")), 0o600);
+    let v = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(pki.join("etcd-ca.crt"))
+        .arg(client.join("etcd-client.crt"))
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    let skipped = runner.skipped();
+    let lists = skipped
+        .iter()
+        .filter(|s| {
+            s.starts_with("etcdctl --endpoints=https://192.168.147.137:2379")
+                && s.contains("member list")
+        })
+        .count();
+    assert_eq!(lists, 2, "{skipped:?}");
 }
 
 #[test]

@@ -9,8 +9,13 @@ use anyhow::{bail, Result};
 use super::{arg_path, joined, kubeadm, reset_partial_state, KUBEADM_CONFIG, PKI_DIR};
 use crate::kubeadm::config::{endpoint, uses_shared_ca};
 use crate::kubeadm::endpoint::{probe, probe_command, wait_for_endpoint, Probe};
+use crate::kubeadm::etcd::{mint_client_cert, remove_stale_etcd_member, EtcdAccess};
 use crate::runner::Cmd;
 use crate::step::{Ctx, Pending, Step};
+use nodebake_contract::profile::Role;
+
+/// Where the rebuild path keeps its etcd client certificate (0700).
+pub const ETCD_CLIENT_DIR: &str = "/etc/nodebake/etcd-client";
 
 fn not_joined(cx: &Ctx<'_>, what: &str) -> Vec<Pending> {
     if joined(cx) {
@@ -24,11 +29,17 @@ fn not_joined(cx: &Ctx<'_>, what: &str) -> Vec<Pending> {
 
 /// Runs `cmd` up to `cx.join.attempts.tries` times, resetting the partial
 /// state after each failure.
-fn run_with_retries(cx: &mut Ctx<'_>, cmd: Cmd, what: &str) -> Result<()> {
+fn run_with_retries(
+    cx: &mut Ctx<'_>,
+    cmd: Cmd,
+    what: &str,
+    before: fn(&mut Ctx<'_>) -> Result<()>,
+) -> Result<()> {
     let b = cx.join.attempts.clone();
     let tries = b.tries.max(1);
     let mut last = String::new();
     for n in 1..=tries {
+        before(cx)?;
         eprintln!("nodebake-firstboot: {what}: attempt {n}/{tries}: {cmd}");
         match cx.run(cmd.clone()) {
             Ok(_) => return Ok(()),
@@ -70,7 +81,7 @@ impl Step for KubeadmInit {
         if !uses_shared_ca(cx.node) {
             args.push("--upload-certs".into());
         }
-        run_with_retries(cx, kubeadm(args), "kubeadm init")
+        run_with_retries(cx, kubeadm(args), "kubeadm init", |_| Ok(()))
     }
 }
 
@@ -86,9 +97,8 @@ fn endpoint_probe(cx: &Ctx<'_>) -> Cmd {
         .endpoint_target
         .clone()
         .unwrap_or_else(|| endpoint(cx.node));
-    let ca: Option<PathBuf> = (cx.node.role == nodebake_contract::profile::Role::Master
-        && uses_shared_ca(cx.node))
-    .then(|| cx.root.path(&format!("{PKI_DIR}/ca.crt")));
+    let ca: Option<PathBuf> = (cx.node.role == Role::Master && uses_shared_ca(cx.node))
+        .then(|| cx.root.path(&format!("{PKI_DIR}/ca.crt")));
     probe_command(&target, &cx.node.endpoint.dns_name, ca.as_deref())
 }
 
@@ -144,6 +154,56 @@ impl Step for KubeadmJoin {
             "--config".into(),
             arg_path(cx, KUBEADM_CONFIG),
         ];
-        run_with_retries(cx, kubeadm(args), "kubeadm join")
+        run_with_retries(
+            cx,
+            kubeadm(args),
+            "kubeadm join",
+            prepare_control_plane_join,
+        )
     }
+}
+
+/// Before every control-plane join attempt (a rebuilt master, or a retry
+/// after a join that added its member and failed): remove any etcd member
+/// with this node's peer URL through a healthy member, with a client
+/// certificate minted from the shared etcd CA. Without shared CA material
+/// there is no etcd CA to mint from: logged and skipped.
+fn prepare_control_plane_join(cx: &mut Ctx<'_>) -> Result<()> {
+    if cx.node.role != Role::Master {
+        return Ok(());
+    }
+    if !uses_shared_ca(cx.node) {
+        eprintln!(
+            "nodebake-firstboot: no shared etcd CA in the metadata: a stale etcd member of this node \
+             cannot be removed automatically"
+        );
+        return Ok(());
+    }
+    let etcd_ca = arg_path(cx, &format!("{PKI_DIR}/etcd/ca.crt"));
+    let etcd_key = arg_path(cx, &format!("{PKI_DIR}/etcd/ca.key"));
+    let (cert, key) = mint_client_cert(
+        cx.runner,
+        &cx.root.path(ETCD_CLIENT_DIR),
+        "etcd-client",
+        &etcd_ca,
+        &etcd_key,
+        "nodebake-firstboot-rebuild",
+        None,
+    )?;
+    let me = cx.node.node_ip.addr;
+    let access = EtcdAccess {
+        endpoints: cx
+            .node
+            .masters
+            .iter()
+            .filter(|m| m.ip != me)
+            .map(|m| format!("https://{}:{}", m.ip, cx.join.etcd_client_port))
+            .collect(),
+        cacert: etcd_ca,
+        cert,
+        key,
+    };
+    let peer_url = format!("https://{me}:{}", cx.join.etcd_peer_port);
+    remove_stale_etcd_member(cx.runner, &access, &peer_url, &cx.join.etcd)?;
+    Ok(())
 }
