@@ -495,3 +495,56 @@ fn validation_names_each_problem() {
     assert!(ok, "{err}");
     assert!(err.contains("warning: machines: 4 masters"), "{err}");
 }
+
+#[test]
+fn vfat_seeds_are_deterministic_and_read_back() {
+    if !require_tools(&["mkfs.vfat", "mcopy", "blkid"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("c");
+    init(&example(), &out, &["--vfat"]);
+    let before = tree_hash(&out);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    init(&example(), &out, &["--vfat"]);
+    assert_eq!(
+        tree_hash(&out),
+        before,
+        "a --vfat re-run changed the output"
+    );
+    let dir = out.join("nodes/k8s-node2");
+    for (img, kind, label) in [
+        ("seed.img", "vfat", "CIDATA"),
+        ("seed.iso", "iso9660", "cidata"),
+    ] {
+        let b = run_ok(
+            Command::new("blkid")
+                .arg("-p")
+                .arg("-o")
+                .arg("export")
+                .arg(dir.join(img)),
+        );
+        assert!(b.contains(&format!("TYPE={kind}")), "{img}: {b}");
+        assert!(b.contains(&format!("LABEL={label}")), "{img}: {b}");
+    }
+    let listing = run_ok(Command::new("mdir").arg("-i").arg(dir.join("seed.img")));
+    for f in ["meta-data", "user-data", "network-config"] {
+        assert!(listing.contains(f), "{listing}");
+    }
+    let fb = nodebake_suite::target_dir().join("nodebake-firstboot");
+    if fb.is_file() {
+        let root = tempfile::tempdir().unwrap();
+        let plan = run_ok(
+            Command::new(&fb)
+                .arg("plan")
+                .arg("--root")
+                .arg(root.path())
+                .arg("--metadata")
+                .arg(dir.join("seed.img")),
+        );
+        assert!(plan.contains("node: k8s-node2"), "{plan}");
+        assert!(plan.contains("vfat, label CIDATA"), "{plan}");
+    } else {
+        assert!(!nodebake_suite::in_ci(), "nodebake-firstboot not built");
+    }
+}

@@ -139,6 +139,9 @@ enum ClusterCommand {
         /// Regenerate every secret (new CAs: existing nodes no longer match).
         #[arg(long)]
         rotate: bool,
+        /// Also write a FAT seed `seed.img` per node (needs mkfs.vfat and mcopy).
+        #[arg(long)]
+        vfat: bool,
     },
 }
 
@@ -244,9 +247,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     inventory,
                     out,
                     rotate,
+                    vfat,
                 },
         } => {
-            let r = nodebake::cluster::init(&inventory, &out, rotate)?;
+            let r = nodebake::cluster::init(&inventory, &out, rotate, vfat)?;
             for w in &r.warnings {
                 eprintln!("nodebake: warning: {w}");
             }

@@ -7,7 +7,8 @@
 //! ```text
 //! DIR/secrets/            0700; every file 0600 (see secrets::FILES)
 //! DIR/nodes.json          name, role, IP, MAC of every node (for `serve`)
-//! DIR/nodes/<hostname>/   0700: meta-data, user-data, network-config, seed.iso (0600)
+//! DIR/nodes/<hostname>/   0700: meta-data, user-data, network-config, seed.iso
+//!                         (+ seed.img, FAT, with --vfat); files 0600
 //! ```
 //!
 //! Re-running with the same inventory changes no byte; a machine added
@@ -111,7 +112,7 @@ fn write_if_changed(path: &Path, bytes: &[u8], mode: u32) -> Result<bool> {
 
 /// Runs `cluster init`: validates the inventory, loads or generates the
 /// secrets and writes every node's files.
-pub fn init(inventory: &Path, out: &Path, rotate: bool) -> Result<InitReport> {
+pub fn init(inventory: &Path, out: &Path, rotate: bool, vfat: bool) -> Result<InitReport> {
     let inv = inventory::load(inventory)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let (secrets, origin) = secrets::load_or_generate(&out.join("secrets"), rotate)?;
@@ -128,7 +129,15 @@ pub fn init(inventory: &Path, out: &Path, rotate: bool) -> Result<InitReport> {
             ("user-data", d.user_data.as_bytes()),
         ];
         let iso = seed::iso9660(SEED_LABEL, &files)?;
-        for (name, bytes) in files.into_iter().chain([("seed.iso", iso.as_slice())]) {
+        let img = if vfat {
+            Some(seed::vfat(SEED_LABEL, &files)?)
+        } else {
+            None
+        };
+        let images = [("seed.iso", iso.as_slice())]
+            .into_iter()
+            .chain(img.as_deref().map(|b| ("seed.img", b)));
+        for (name, bytes) in files.into_iter().chain(images) {
             if write_if_changed(&dir.join(name), bytes, 0o600)? {
                 changed.push(format!("nodes/{}/{name}", d.name));
             }
