@@ -59,6 +59,8 @@ pub struct JoinSettings {
     /// Removing a stale etcd member (retried while etcd says `unhealthy
     /// cluster`).
     pub etcd: Backoff,
+    /// Waiting for this master's turn to join the control plane.
+    pub turn: Backoff,
     /// etcd client port on the masters.
     pub etcd_client_port: u16,
     /// etcd peer port on the masters.
@@ -90,6 +92,12 @@ impl Default for JoinSettings {
                 tries: 10,
                 initial: Duration::from_secs(2),
                 max: Duration::from_secs(10),
+            },
+            // ~20 min: the masters before this one join first.
+            turn: Backoff {
+                tries: 60,
+                initial: Duration::from_secs(5),
+                max: Duration::from_secs(30),
             },
             etcd_client_port: 2379,
             etcd_peer_port: 2380,

@@ -190,6 +190,16 @@ fn stale_member_removed_by_peer_url_and_rebuilt_member_rejoins() {
             .is_empty()
     );
 
+    // m2's turn: m0 and m1 are started, healthy members.
+    nodebake_firstboot::kubeadm::etcd::wait_for_join_turn(
+        &runner,
+        &healthy,
+        &[c.peer_url(0), c.peer_url(1)],
+        &c.peer_url(2),
+        &b,
+    )
+    .unwrap();
+
     // What kubeadm's control-plane join does next: add, then start with
     // initial-cluster-state=existing.
     let start = Instant::now();
@@ -209,6 +219,21 @@ fn stale_member_removed_by_peer_url_and_rebuilt_member_rejoins() {
             Err(_) => std::thread::sleep(Duration::from_millis(500)),
         }
     }
+    // While m2 is added but not started, another master must wait.
+    let quick = Backoff {
+        tries: 2,
+        initial: Duration::from_millis(100),
+        max: Duration::from_millis(100),
+    };
+    let e = nodebake_firstboot::kubeadm::etcd::wait_for_join_turn(
+        &runner,
+        &healthy,
+        &[c.peer_url(0)],
+        "https://127.0.0.1:1",
+        &quick,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("in flight"), "{e:#}");
     members[2] = Some(c.start(2, "existing", &all));
     wait_healthy(&a, &c.client_url(2), Duration::from_secs(30));
     let v = etcdctl(

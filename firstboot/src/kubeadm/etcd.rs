@@ -117,6 +117,9 @@ pub struct Member {
     /// Peer URLs.
     #[serde(rename = "peerURLs", default)]
     pub peer_urls: Vec<String>,
+    /// Client URLs (empty for a member that never started).
+    #[serde(rename = "clientURLs", default)]
+    pub client_urls: Vec<String>,
 }
 
 fn same_url(a: &str, b: &str) -> bool {
@@ -206,6 +209,82 @@ pub fn remove_stale_etcd_member(
         }
     }
     bail!("could not remove the stale etcd member {peer_url}: {last}")
+}
+
+/// Why a control-plane join must wait; `None` when it may go ahead.
+fn join_blocker(
+    runner: &dyn Runner,
+    a: &EtcdAccess,
+    members: &[Member],
+    earlier: &[String],
+    mine: &str,
+) -> Option<String> {
+    let has = |url: &str| {
+        members
+            .iter()
+            .any(|m| !m.name.is_empty() && m.peer_urls.iter().any(|u| same_url(u, url)))
+    };
+    if let Some(missing) = earlier.iter().find(|u| !has(u)) {
+        return Some(format!(
+            "the master before this one ({missing}) is not an etcd member yet"
+        ));
+    }
+    let others: Vec<&Member> = members
+        .iter()
+        .filter(|m| !m.peer_urls.iter().any(|u| same_url(u, mine)))
+        .collect();
+    if let Some(m) = others.iter().find(|m| m.name.is_empty()) {
+        return Some(format!(
+            "another control-plane join is in flight (member {:x}, {} not started)",
+            m.id,
+            m.peer_urls.join(",")
+        ));
+    }
+    let urls: Vec<String> = others.iter().flat_map(|m| m.client_urls.clone()).collect();
+    if urls.is_empty() {
+        return Some("no etcd member has a client URL".into());
+    }
+    let cmd = a.etcdctl(&urls.join(","), ["endpoint".to_string(), "health".into()]);
+    match runner.run(&cmd) {
+        Ok(_) => None,
+        Err(e) => Some(format!("not every etcd member is healthy: {e:#}")),
+    }
+}
+
+/// Serialises control-plane joins: waits (bounded, with backoff and a log
+/// line per try) until every master before this one (`earlier` peer URLs,
+/// the initialiser first) is a started member, no other member is
+/// half-joined, and every member but this node's own stale one is
+/// healthy.
+pub fn wait_for_join_turn(
+    runner: &dyn Runner,
+    a: &EtcdAccess,
+    earlier: &[String],
+    mine: &str,
+    b: &Backoff,
+) -> Result<()> {
+    let tries = b.tries.max(1);
+    let mut last = String::new();
+    for n in 1..=tries {
+        let why = match member_list(runner, a) {
+            Ok(None) => return Ok(()),
+            Ok(Some((_, members))) => join_blocker(runner, a, &members, earlier, mine),
+            Err(e) => Some(format!("{e:#}")),
+        };
+        match why {
+            None => return Ok(()),
+            Some(w) => {
+                eprintln!(
+                    "nodebake-firstboot: control-plane join waits its turn: try {n}/{tries}: {w}"
+                );
+                last = w;
+            }
+        }
+        if n < tries {
+            std::thread::sleep(b.pause(n));
+        }
+    }
+    bail!("control-plane join not started after {tries} tries: {last}")
 }
 
 #[cfg(test)]

@@ -9,7 +9,9 @@ use anyhow::{bail, Result};
 use super::{arg_path, joined, kubeadm, reset_partial_state, KUBEADM_CONFIG, PKI_DIR};
 use crate::kubeadm::config::{endpoint, uses_shared_ca};
 use crate::kubeadm::endpoint::{probe, probe_command, wait_for_endpoint, Probe};
-use crate::kubeadm::etcd::{mint_client_cert, remove_stale_etcd_member, EtcdAccess};
+use crate::kubeadm::etcd::{
+    mint_client_cert, remove_stale_etcd_member, wait_for_join_turn, EtcdAccess,
+};
 use crate::runner::Cmd;
 use crate::step::{Ctx, Pending, Step};
 use nodebake_contract::profile::Role;
@@ -203,7 +205,17 @@ fn prepare_control_plane_join(cx: &mut Ctx<'_>) -> Result<()> {
         cert,
         key,
     };
-    let peer_url = format!("https://{me}:{}", cx.join.etcd_peer_port);
+    let peer = |ip| format!("https://{ip}:{}", cx.join.etcd_peer_port);
+    let peer_url = peer(me);
+    // Join order: the initialiser, then the masters in metadata order.
+    let mut order: Vec<_> = cx.node.masters.iter().collect();
+    order.sort_by_key(|m| m.name != cx.node.initialiser);
+    let earlier: Vec<String> = order
+        .iter()
+        .take_while(|m| m.ip != me)
+        .map(|m| peer(m.ip))
+        .collect();
     remove_stale_etcd_member(cx.runner, &access, &peer_url, &cx.join.etcd)?;
+    wait_for_join_turn(cx.runner, &access, &earlier, &peer_url, &cx.join.turn)?;
     Ok(())
 }
