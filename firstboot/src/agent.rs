@@ -327,6 +327,22 @@ pub fn run(opts: &RunOptions, runner: &dyn Runner) -> Result<RunReport> {
     Ok(report)
 }
 
+/// Where the node is on its join path, from the journaled steps.
+pub fn join_phase(done: &[&str]) -> &'static str {
+    let has = |id: &str| done.contains(&id);
+    if has("node-ready") {
+        "Ready"
+    } else if has("kubeadm-init") || has("kubeadm-join") {
+        "joined; waiting for the node to be Ready"
+    } else if has("control-plane-endpoint") {
+        "endpoint answers; joining (kubeadm join)"
+    } else if has("kubeadm-config") {
+        "waiting for the control-plane endpoint (or running kubeadm init on the initialiser)"
+    } else {
+        "preparing the host"
+    }
+}
+
 /// `status`: the journal and marker as text.
 pub fn status(root: &Root) -> Result<String> {
     let j = Journal::load(root)?;
@@ -347,6 +363,8 @@ pub fn status(root: &Root) -> Result<String> {
     for st in &j.steps {
         s += &format!("step {}: {} (at {})\n", st.id, st.result, st.finished_at);
     }
+    let done: Vec<&str> = j.steps.iter().map(|st| st.id.as_str()).collect();
+    s += &format!("join: {}\n", join_phase(&done));
     match &j.last_error {
         Some(e) => s += &format!("last error: step {}: {}\n", e.step, e.message),
         None => s += "last error: none\n",

@@ -273,6 +273,7 @@ fn initialiser_inits_applies_cni_waits_ready_and_keeps_the_token() {
     }
     let status = agent::status(&Root::new(&root)).unwrap();
     assert!(status.contains("step node-ready: applied"), "{status}");
+    assert!(status.contains("join: Ready"), "{status}");
 
     // The token expired (deleted): a re-check re-creates it from the file.
     std::fs::remove_file(state.join("tokens.json")).unwrap();
