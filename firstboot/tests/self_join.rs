@@ -366,6 +366,8 @@ fn control_plane_join_with_shared_ca_retries_after_reset() {
             ("KUBEADM_DOUBLE_FAIL_JOIN", "1"),
         ],
     );
+    // A rebuild: the old Node object is still there, NotReady.
+    std::fs::write(state.join("nodes.json"), r#"{"k8s-master2": "Unknown"}"#).unwrap();
     let mut o = RunOptions::new(Root::new(&root));
     o.metadata = Some(md);
     o.join = fast();
@@ -374,6 +376,17 @@ fn control_plane_join_with_shared_ca_retries_after_reset() {
 
     let calls = runner.calls();
     assert_eq!(count(&calls, &["join", "--config"]), 2, "{calls:?}");
+    let deletes = calls
+        .iter()
+        .filter(|c| {
+            c.first().map(String::as_str) == Some("kubectl") && c.contains(&"delete".to_string())
+        })
+        .count();
+    assert_eq!(deletes, 1, "stale NotReady Node deleted once: {calls:?}");
+    assert_eq!(
+        std::fs::read_to_string(state.join("nodes.json")).unwrap(),
+        "{}"
+    );
     assert_eq!(count(&calls, &["reset", "-f"]), 1, "{calls:?}");
     let config = std::fs::read_to_string(root.join("etc/nodebake/kubeadm.yaml")).unwrap();
     assert!(config.contains("apiVersion: kubeadm.k8s.io/v1beta4"));

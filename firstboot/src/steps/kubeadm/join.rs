@@ -12,7 +12,7 @@ use crate::kubeadm::endpoint::{probe, probe_command, wait_for_endpoint, Probe};
 use crate::kubeadm::etcd::{
     mint_client_cert, remove_stale_etcd_member, wait_for_join_turn, EtcdAccess,
 };
-use crate::runner::Cmd;
+use crate::runner::{Cmd, Outcome};
 use crate::step::{Ctx, Pending, Step};
 use nodebake_contract::profile::Role;
 
@@ -217,5 +217,68 @@ fn prepare_control_plane_join(cx: &mut Ctx<'_>) -> Result<()> {
         .collect();
     remove_stale_etcd_member(cx.runner, &access, &peer_url, &cx.join.etcd)?;
     wait_for_join_turn(cx.runner, &access, &earlier, &peer_url, &cx.join.turn)?;
-    Ok(())
+    delete_not_ready_node(cx)
+}
+
+/// A rebuilt master's old Node object: deleted when it is NotReady,
+/// through the endpoint with a `system:masters` client certificate minted
+/// from the cluster CA. A Ready Node of this name is an error (another
+/// machine holds the name). Failures to ask are logged, not fatal:
+/// kubeadm itself only refuses a Ready Node of the same name.
+fn delete_not_ready_node(cx: &mut Ctx<'_>) -> Result<()> {
+    let ca = arg_path(cx, &format!("{PKI_DIR}/ca.crt"));
+    let (cert, key) = mint_client_cert(
+        cx.runner,
+        &cx.root.path(ETCD_CLIENT_DIR),
+        "apiserver-client",
+        &ca,
+        &arg_path(cx, &format!("{PKI_DIR}/ca.key")),
+        "nodebake-firstboot-rebuild",
+        Some("system:masters"),
+    )?;
+    let server = format!(
+        "https://{}",
+        cx.join
+            .endpoint_target
+            .clone()
+            .unwrap_or_else(|| endpoint(cx.node))
+    );
+    let kubectl = |args: &[&str]| {
+        let mut all = vec![
+            format!("--server={server}"),
+            format!("--certificate-authority={ca}"),
+            format!("--client-certificate={cert}"),
+            format!("--client-key={key}"),
+            format!("--tls-server-name={}", cx.node.endpoint.dns_name),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        Cmd::new("kubectl", all)
+    };
+    let name = cx.node.hostname.clone();
+    let ready = kubectl(&[
+        "get",
+        "node",
+        &name,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    ]);
+    match cx.run(ready) {
+        Ok(Outcome::Skipped) => Ok(()),
+        Ok(Outcome::Ran(s)) if s.trim() == "True" => {
+            bail!("a Ready node named {name} already exists: another machine holds this name")
+        }
+        Ok(Outcome::Ran(s)) => {
+            eprintln!(
+                "nodebake-firstboot: deleting the stale Node {name} (Ready={})",
+                s.trim()
+            );
+            cx.run(kubectl(&["delete", "node", &name]))?;
+            Ok(())
+        }
+        Err(e) if format!("{e:#}").contains("NotFound") => Ok(()),
+        Err(e) => {
+            eprintln!("nodebake-firstboot: could not look up Node {name}: {e:#}");
+            Ok(())
+        }
+    }
 }
