@@ -59,6 +59,8 @@ pub struct JoinSettings {
     /// Removing a stale etcd member (retried while etcd says `unhealthy
     /// cluster`).
     pub etcd: Backoff,
+    /// The initialiser's look at the endpoint (answers: it was rebuilt).
+    pub rebuild_probe: Backoff,
     /// Waiting for this master's turn to join the control plane.
     pub turn: Backoff,
     /// etcd client port on the masters.
@@ -92,6 +94,11 @@ impl Default for JoinSettings {
                 tries: 10,
                 initial: Duration::from_secs(2),
                 max: Duration::from_secs(10),
+            },
+            rebuild_probe: Backoff {
+                tries: 3,
+                initial: Duration::from_secs(2),
+                max: Duration::from_secs(2),
             },
             // ~20 min: the masters before this one join first.
             turn: Backoff {

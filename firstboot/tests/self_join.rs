@@ -520,3 +520,51 @@ fn kubeadm_double_refuses_unknown_flags_and_fields() {
     let out = run(&["join", "--config", cfg.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("inventedField"));
 }
+
+#[test]
+fn rebuilt_initialiser_joins_the_cluster_that_answers() {
+    if !common::require("self_join", TOOLS) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (root, state, pki) = (
+        t.path().join("root"),
+        t.path().join("state"),
+        t.path().join("pki"),
+    );
+    for d in [&root, &state, &pki] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let ca = ca_yaml(&pki);
+    make_server_cert(&pki, "ca", "apiserver");
+    let (_server, addr) = tls_server(&pki, "apiserver");
+    let md = metadata(t.path(), "k8s-master1", |u| {
+        let u = u.replace("kubernetes_version: 1.20.0", "kubernetes_version: 1.28.3");
+        let u: String = u
+            .lines()
+            .filter(|l| !l.contains("ca_cert_hash"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        format!("{u}{ca}")
+    });
+    let runner = DoubleRunner::new(&root, &state, &[("KUBEADM_DOUBLE_VERSION", "1.28.3")]);
+    let mut o = RunOptions::new(Root::new(&root));
+    o.metadata = Some(md);
+    o.join = fast();
+    o.join.rebuild_probe = Backoff {
+        tries: 1,
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(10),
+    };
+    o.join.endpoint_target = Some(addr);
+    agent::run(&o, &runner).unwrap();
+    let calls = runner.calls();
+    assert_eq!(count(&calls, &["init"]), 0, "no second cluster: {calls:?}");
+    assert_eq!(count(&calls, &["join", "--config"]), 1, "{calls:?}");
+    let config = std::fs::read_to_string(root.join("etc/nodebake/kubeadm.yaml")).unwrap();
+    assert!(config.contains("kind: JoinConfiguration") && config.contains("controlPlane:"));
+    assert_eq!(
+        std::fs::read_to_string(root.join("var/lib/nodebake/join-path")).unwrap(),
+        "control-plane-join\n"
+    );
+}

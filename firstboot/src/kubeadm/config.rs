@@ -123,10 +123,15 @@ pub fn join_path_summary(node: &NodeConfig) -> String {
         "--upload-certs with the certificate key"
     };
     match JoinPath::for_node(node) {
-        JoinPath::Init => format!("init (kubeadm init, {certs}; CNI; bootstrap token kept)"),
+        JoinPath::Init => format!(
+            "init (kubeadm init, {certs}; CNI; bootstrap token kept) — or, when {ep} already \
+             answers (a rebuilt initialiser), control-plane join with the rebuild steps",
+            ep = endpoint(node)
+        ),
         JoinPath::ControlPlaneJoin => format!(
-            "control-plane join (wait for {ep}, kubeadm join --control-plane, {certs}; \
-             on failure kubeadm reset -f and retry)",
+            "control-plane join (wait for {ep}, {certs}; before each attempt: remove the etcd \
+             member with this node's peer URL, wait for the earlier masters and a healthy etcd, \
+             delete a NotReady Node of this name; kubeadm join; on failure kubeadm reset -f and retry)",
             ep = endpoint(node)
         ),
         JoinPath::WorkerJoin => format!(

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use super::{arg_path, joined, kubeadm, reset_partial_state, KUBEADM_CONFIG, PKI_DIR};
-use crate::kubeadm::config::{endpoint, uses_shared_ca};
+use super::{
+    arg_path, effective_path, joined, kubeadm, reset_partial_state, KUBEADM_CONFIG, PKI_DIR,
+};
+use crate::kubeadm::config::{endpoint, uses_shared_ca, JoinPath};
 use crate::kubeadm::endpoint::{probe, probe_command, wait_for_endpoint, Probe};
 use crate::kubeadm::etcd::{
     mint_client_cert, remove_stale_etcd_member, wait_for_join_turn, EtcdAccess,
@@ -71,6 +73,9 @@ impl Step for KubeadmInit {
     }
 
     fn check(&self, cx: &Ctx<'_>) -> Result<Vec<Pending>> {
+        if effective_path(cx)? != JoinPath::Init {
+            return Ok(Vec::new());
+        }
         Ok(not_joined(cx, "kubeadm init"))
     }
 
@@ -114,7 +119,7 @@ impl Step for WaitEndpoint {
     }
 
     fn check(&self, cx: &Ctx<'_>) -> Result<Vec<Pending>> {
-        if joined(cx) {
+        if joined(cx) || effective_path(cx)? == JoinPath::Init {
             return Ok(Vec::new());
         }
         if cx.live() && probe(cx.runner, &endpoint_probe(cx)) == Probe::Ok {
@@ -133,6 +138,23 @@ impl Step for WaitEndpoint {
     }
 }
 
+/// Whether the endpoint answers now (a few quick tries); used by the
+/// initialiser to tell a fresh cluster from its own rebuild.
+pub fn endpoint_answers(cx: &Ctx<'_>) -> bool {
+    let cmd = endpoint_probe(cx);
+    let b = &cx.join.rebuild_probe;
+    let tries = b.tries.max(1);
+    for n in 1..=tries {
+        match probe(cx.runner, &cmd) {
+            Probe::Ok => return true,
+            Probe::Skipped => return false,
+            Probe::Failed(_) if n < tries => std::thread::sleep(b.pause(n)),
+            Probe::Failed(_) => {}
+        }
+    }
+    false
+}
+
 /// `kubeadm join --config` (the configuration says control plane or
 /// worker).
 pub struct KubeadmJoin;
@@ -147,6 +169,9 @@ impl Step for KubeadmJoin {
     }
 
     fn check(&self, cx: &Ctx<'_>) -> Result<Vec<Pending>> {
+        if effective_path(cx)? == JoinPath::Init {
+            return Ok(Vec::new());
+        }
         Ok(not_joined(cx, "kubeadm join"))
     }
 

@@ -5,7 +5,7 @@
 //! token keep-alive. Every command goes through the runner; secrets only
 //! travel in 0600 files, never on a command line.
 
-mod join;
+pub mod join;
 mod post;
 
 use anyhow::Result;
@@ -35,28 +35,35 @@ pub const PKI_DIR: &str = "/etc/kubernetes/pki";
 /// The join path for `node` and the kubeadm steps it takes, in order.
 pub fn join_steps(node: &NodeConfig, profile: &RoleProfile) -> Vec<Box<dyn Step>> {
     let keep_token = profile.keep_bootstrap_token != Some(false);
-    let mut s: Vec<Box<dyn Step>> = vec![Box::new(KubeadmConfig)];
-    match JoinPath::for_node(node) {
-        JoinPath::Init => {
-            s.push(Box::new(Pki));
-            s.push(Box::new(KubeadmInit));
-            s.push(Box::new(AdminKubeconfig));
-            s.push(Box::new(Cni));
-            s.push(Box::new(NodeReady));
-        }
-        JoinPath::ControlPlaneJoin => {
-            s.push(Box::new(Pki));
-            s.push(Box::new(WaitEndpoint));
-            s.push(Box::new(KubeadmJoin));
-            s.push(Box::new(AdminKubeconfig));
-            s.push(Box::new(NodeReady));
-        }
-        JoinPath::WorkerJoin => {
-            s.push(Box::new(WaitEndpoint));
-            s.push(Box::new(KubeadmJoin));
-            s.push(Box::new(NodeReady));
-        }
-    }
+    let mut s: Vec<Box<dyn Step>> = match JoinPath::for_node(node) {
+        // A rebuilt initialiser joins the cluster that already answers:
+        // both kubeadm steps are listed, the recorded decision picks one.
+        JoinPath::Init => vec![
+            Box::new(Pki),
+            Box::new(DecideJoinPath),
+            Box::new(KubeadmConfig),
+            Box::new(KubeadmInit),
+            Box::new(WaitEndpoint),
+            Box::new(KubeadmJoin),
+            Box::new(AdminKubeconfig),
+            Box::new(Cni),
+            Box::new(NodeReady),
+        ],
+        JoinPath::ControlPlaneJoin => vec![
+            Box::new(KubeadmConfig),
+            Box::new(Pki),
+            Box::new(WaitEndpoint),
+            Box::new(KubeadmJoin),
+            Box::new(AdminKubeconfig),
+            Box::new(NodeReady),
+        ],
+        JoinPath::WorkerJoin => vec![
+            Box::new(KubeadmConfig),
+            Box::new(WaitEndpoint),
+            Box::new(KubeadmJoin),
+            Box::new(NodeReady),
+        ],
+    };
     if node.role == Role::Master && keep_token {
         s.push(Box::new(BootstrapToken));
     }
@@ -100,8 +107,69 @@ pub fn ran(o: Outcome) -> Option<String> {
     }
 }
 
-fn render_options(cx: &Ctx<'_>) -> RenderOptions {
-    RenderOptions::from_profile(cx.node, cx.profile)
+fn render_options(cx: &Ctx<'_>) -> Result<RenderOptions> {
+    let mut o = RenderOptions::from_profile(cx.node, cx.profile);
+    o.path = effective_path(cx)?;
+    Ok(o)
+}
+
+/// Where the initialiser records whether it inits or (rebuilt) joins.
+pub const JOIN_PATH_FILE: &str = "/var/lib/nodebake/join-path";
+
+/// The path this node takes: the initialiser's recorded decision, else
+/// the path its role gives.
+pub fn effective_path(cx: &Ctx<'_>) -> Result<JoinPath> {
+    let base = JoinPath::for_node(cx.node);
+    if base != JoinPath::Init {
+        return Ok(base);
+    }
+    Ok(
+        match cx.root.read_opt(JOIN_PATH_FILE)?.as_deref().map(str::trim) {
+            Some("control-plane-join") => JoinPath::ControlPlaneJoin,
+            _ => JoinPath::Init,
+        },
+    )
+}
+
+/// On the initialiser: `init`, unless the control-plane endpoint already
+/// answers (with the cluster CA when the node has it) — then this is a
+/// rebuilt initialiser and it joins as a control-plane node instead of
+/// starting a second cluster. Decided once and recorded.
+pub struct DecideJoinPath;
+
+impl Step for DecideJoinPath {
+    fn id(&self) -> &'static str {
+        "join-path"
+    }
+
+    fn describe(&self) -> &'static str {
+        "initialiser: init, or join when the endpoint already answers (rebuilt initialiser)"
+    }
+
+    fn check(&self, cx: &Ctx<'_>) -> Result<Vec<Pending>> {
+        Ok(if cx.root.exists(JOIN_PATH_FILE) {
+            Vec::new()
+        } else {
+            vec![Pending::File(format!(
+                "decide init or join ({JOIN_PATH_FILE})"
+            ))]
+        })
+    }
+
+    fn apply(&self, cx: &mut Ctx<'_>) -> Result<()> {
+        let answers = !joined(cx) && join::endpoint_answers(cx);
+        let path = if answers {
+            eprintln!(
+                "nodebake-firstboot: the control-plane endpoint already answers: this initialiser \
+                 was rebuilt and joins the existing cluster"
+            );
+            "control-plane-join"
+        } else {
+            "init"
+        };
+        cx.write(JOIN_PATH_FILE, &format!("{path}\n"), 0o644)?;
+        Ok(())
+    }
 }
 
 /// Writes the kubeadm configuration for this node's path.
@@ -110,7 +178,7 @@ pub struct KubeadmConfig;
 fn config_file(cx: &Ctx<'_>) -> Result<FileSpec> {
     Ok(FileSpec {
         path: KUBEADM_CONFIG.into(),
-        content: render_kubeadm_config(cx.node, &render_options(cx))?,
+        content: render_kubeadm_config(cx.node, &render_options(cx)?)?,
         mode: 0o600,
     })
 }
