@@ -108,8 +108,36 @@ impl RoleProfile {
                 });
             }
         }
+        if let Some(ttl) = &p.bootstrap_token_ttl {
+            if !is_go_duration(ttl) {
+                return Err(ProfileError::Invalid {
+                    field: "bootstrap_token_ttl",
+                    reason: format!("`{ttl}` is not a duration like 24h, 1h30m or 0s"),
+                });
+            }
+        }
         Ok(p)
     }
+}
+
+/// Whether `s` is a Go duration of hours, minutes and seconds (`24h`,
+/// `1h30m`, `0s`), as kubeadm's token `ttl` takes it.
+pub fn is_go_duration(s: &str) -> bool {
+    let mut rest = s;
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let Some(unit) = rest[digits..].chars().next() else {
+            return false;
+        };
+        if digits == 0 || !matches!(unit, 'h' | 'm' | 's') {
+            return false;
+        }
+        rest = &rest[digits + 1..];
+    }
+    true
 }
 
 #[cfg(test)]
@@ -125,6 +153,29 @@ mod tests {
         .unwrap();
         assert_eq!(p.role, Role::Master);
         assert!(p.load_balancer);
+    }
+
+    #[test]
+    fn token_settings_are_optional_and_checked() {
+        let p = RoleProfile::parse(
+            "name = \"m\"\nrole = \"master\"\nbootstrap_token_ttl = \"8760h\"\nkeep_bootstrap_token = false\n",
+            "m",
+        )
+        .unwrap();
+        assert_eq!(p.bootstrap_token_ttl.as_deref(), Some("8760h"));
+        assert_eq!(p.keep_bootstrap_token, Some(false));
+        let e = RoleProfile::parse(
+            "name = \"m\"\nrole = \"master\"\nbootstrap_token_ttl = \"1d\"\n",
+            "m",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("bootstrap_token_ttl"), "{e}");
+        for ok in ["24h", "0s", "1h30m", "24h0m0s"] {
+            assert!(is_go_duration(ok), "{ok}");
+        }
+        for bad in ["", "24", "h", "1d", "-1h", "24h "] {
+            assert!(!is_go_duration(bad), "{bad:?}");
+        }
     }
 
     #[test]

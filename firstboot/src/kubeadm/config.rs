@@ -245,22 +245,8 @@ pub fn discovery_hash(node: &NodeConfig) -> Result<String> {
 
 /// Checks a Go duration as kubeadm's `ttl` takes it (`24h`, `1h30m`, `0s`).
 pub fn check_token_ttl(ttl: &str) -> Result<()> {
-    let mut rest = ttl;
-    let mut parts = 0;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let unit = rest[digits..]
-            .bytes()
-            .take_while(u8::is_ascii_alphabetic)
-            .count();
-        if digits == 0 || !matches!(&rest[digits..digits + unit], "h" | "m" | "s") {
-            bail!("bootstrap token TTL `{ttl}` is not a duration like 24h, 1h30m or 0s");
-        }
-        rest = &rest[digits + unit..];
-        parts += 1;
-    }
-    if parts == 0 {
-        bail!("bootstrap token TTL is empty");
+    if !nodebake_contract::profile::is_go_duration(ttl) {
+        bail!("bootstrap token TTL `{ttl}` is not a duration like 24h, 1h30m or 0s");
     }
     Ok(())
 }
