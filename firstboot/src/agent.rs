@@ -343,6 +343,25 @@ pub fn join_phase(done: &[&str]) -> &'static str {
     }
 }
 
+/// `keep-token`: on a master, re-creates the pre-generated bootstrap
+/// token when the cluster no longer has it (for a periodic timer; first
+/// boot does the same in its `bootstrap-token` step). Not journaled.
+pub fn keep_token(opts: &RunOptions, runner: &dyn Runner) -> Result<String> {
+    let loaded = load(opts, runner.is_live())?;
+    if loaded.node.role != Role::Master {
+        bail!("keep-token runs on masters only (this node is a worker)");
+    }
+    if loaded.profile.keep_bootstrap_token == Some(false) {
+        return Ok("keep_bootstrap_token = false in the role profile: nothing to do".into());
+    }
+    let mut cx = ctx(&loaded, &opts.root, runner, &opts.containerd, &opts.join);
+    let step = steps::kubeadm::BootstrapToken;
+    Ok(match run_step(&step, &mut cx)? {
+        StepOutcome::AlreadyInPlace => "bootstrap token present".into(),
+        _ => "bootstrap token checked (re-created if it was missing)".into(),
+    })
+}
+
 /// `status`: the journal and marker as text.
 pub fn status(root: &Root) -> Result<String> {
     let j = Journal::load(root)?;

@@ -1,4 +1,5 @@
-//! Command line: `run`, `plan`, `kubeadm-config`, `status`, `image-info`.
+//! Command line: `run`, `plan`, `kubeadm-config`, `keep-token`, `status`,
+//! `image-info`.
 
 use std::path::PathBuf;
 
@@ -53,6 +54,16 @@ enum Command {
     /// the upload-certs path): printed to stdout on request only.
     KubeadmConfig {
         /// Root whose role profile applies (default: the running system).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Metadata source (as for `run`).
+        #[arg(long)]
+        metadata: Option<String>,
+    },
+    /// On a master: re-create the pre-generated bootstrap token if the
+    /// cluster no longer has it (for a periodic timer).
+    KeepToken {
+        /// Root to work on (default: the running system).
         #[arg(long)]
         root: Option<PathBuf>,
         /// Metadata source (as for `run`).
@@ -187,6 +198,13 @@ impl Cli {
                 let loaded = agent::load(&opts, runner.is_live())?;
                 let o = RenderOptions::from_profile(&loaded.node, &loaded.profile);
                 print!("{}", render_kubeadm_config(&loaded.node, &o)?);
+                Ok(())
+            }
+            Command::KeepToken { root, metadata } => {
+                let (r, runner) = runner_for(&root);
+                let mut opts = RunOptions::new(r);
+                opts.metadata = metadata;
+                println!("{}", agent::keep_token(&opts, runner.as_ref())?);
                 Ok(())
             }
             Command::Status { root } => {

@@ -317,6 +317,21 @@ fn initialiser_inits_applies_cni_waits_ready_and_keeps_the_token() {
     assert_eq!(mode(&root.join("etc/nodebake/kubeadm-token.yaml")), 0o600);
     let tokens = std::fs::read_to_string(state.join("tokens.json")).unwrap();
     assert!(tokens.contains("abcdef.0123456789abcdef"));
+
+    // The periodic keep-alive: nothing while the token is there, re-created
+    // once it is gone.
+    let keep = |r: &DoubleRunner| {
+        let mut o = RunOptions::new(Root::new(&root));
+        o.metadata = Some(again.metadata.clone().unwrap());
+        agent::keep_token(&o, r).unwrap()
+    };
+    let r3 = DoubleRunner::new(&root, &state, &[("KUBEADM_DOUBLE_VERSION", "1.28.3")]);
+    keep(&r3);
+    assert_eq!(count(&r3.calls(), &["token", "create", "--config"]), 1);
+    std::fs::remove_file(state.join("tokens.json")).unwrap();
+    keep(&r3);
+    assert_eq!(count(&r3.calls(), &["token", "create", "--config"]), 2);
+    assert!(state.join("tokens.json").exists());
 }
 
 /// CA material as the metadata carries it, made by openssl in `dir`.
