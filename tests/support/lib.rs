@@ -3,6 +3,8 @@
 //! small fixture inputs.
 
 use std::path::{Path, PathBuf};
+pub mod guest;
+
 use std::process::{Command, Output};
 
 /// The repository root.
