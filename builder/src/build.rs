@@ -115,7 +115,11 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             _ => None,
         });
     }
-    let key = cache_key(&loaded, mtime, &digests, &firstboot, &profiles);
+    let want_disk = spec.outputs.formats.contains(&OutputFormat::Disk);
+    if want_disk && firstboot.is_none() {
+        bail!("outputs: `disk` needs the static nodebake-firstboot (it is the disk's stage-1 init); pass --firstboot");
+    }
+    let key = cache_key(&loaded, mtime, &digests, &firstboot, &profiles, want_disk);
     if let (Some(key), false) = (&key, opts.no_cache) {
         if let Some(outputs) = restore_cached(&store, key, &opts.out)? {
             progress.phase(&format!(
@@ -209,6 +213,16 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
 
     let want_pxe = spec.outputs.formats.contains(&OutputFormat::Pxe);
     let kernel = select_kernel(&tree, &loaded)?;
+    // Module indexes (the kernel package's postinst would have run depmod);
+    // without them udev loads no driver on the booted node.
+    let release = kernel
+        .as_ref()
+        .and_then(|(path, _)| crate::kmod::release(&tree, path));
+    if let Some(rel) = &release {
+        if crate::kmod::index(&mut tree, &blobs, arch, rel, work.path())? {
+            progress.phase(&format!("indexed the kernel modules of {rel} with depmod"));
+        }
+    }
     if want_pxe {
         add_pxe_essentials(&mut tree, &blobs, arch)?;
     }
@@ -224,7 +238,46 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let tmp_out = work.path().join("out");
     std::fs::create_dir(&tmp_out)?;
     progress.phase(&format!("writing outputs ({} paths)", tree.len()));
-    let mut outputs = write_archives(&tree, &blobs, mtime, &tmp_out, spec, want_pxe)?;
+    let disk_input = match (&kernel, &firstboot) {
+        (Some((_, id)), Some((fb, _))) if want_disk => Some(crate::disk::DiskInput {
+            tree: &tree,
+            blobs: &blobs,
+            arch,
+            mtime,
+            kernel: *id,
+            release: release.clone(),
+            firstboot: fb,
+            cmdline: spec
+                .kernel
+                .as_ref()
+                .and_then(|k| k.cmdline.clone())
+                .unwrap_or_default(),
+            spec: &spec.outputs.disk,
+            seed: &loaded.digest,
+        }),
+        _ => None,
+    };
+    // The disk (mostly external tools and I/O) alongside the archives
+    // (mostly one gzip thread each).
+    let (mut outputs, disk_info) = std::thread::scope(|scope| -> Result<_> {
+        let disk = disk_input
+            .as_ref()
+            .map(|d| scope.spawn(|| crate::disk::write(d, work.path(), &tmp_out)));
+        let archives = write_archives(&tree, &blobs, mtime, &tmp_out, spec, want_pxe);
+        let disk = match disk {
+            Some(h) => Some(
+                h.join()
+                    .map_err(|_| anyhow!("the disk writer panicked"))??,
+            ),
+            None => None,
+        };
+        let mut outputs = archives?;
+        let info = disk.map(|(files, info)| {
+            outputs.extend(files);
+            info
+        });
+        Ok((outputs, info))
+    })?;
     let kernel_info = match &kernel {
         Some((path, id)) => {
             if want_pxe {
@@ -258,6 +311,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         },
         base: base_info,
         kernel: kernel_info,
+        disk: disk_info,
         inputs: inputs_info,
         packages: base_pkgs,
         images,
@@ -400,8 +454,21 @@ fn cache_key(
     digests: &[Option<String>],
     firstboot: &Firstboot,
     profiles: &[(RoleProfile, Vec<u8>)],
+    disk: bool,
 ) -> Option<String> {
     let mut h = String::new();
+    // Host tools whose output lands in the image: a different version must
+    // not be served from the cache.
+    let mut host_tools = vec![crate::tools::DEPMOD];
+    if disk {
+        use crate::tools::*;
+        host_tools.extend([MKE2FS, DEBUGFS, MKFS_FAT, MCOPY, SYSLINUX, QEMU_IMG]);
+    }
+    for t in host_tools {
+        if let Ok(p) = t.path() {
+            h.push_str(&format!("tool {} {}\n", t.program, sha256_file(&p).ok()?.0));
+        }
+    }
     h.push_str(BUILDER);
     h.push_str(&format!("\nspec {}\nmtime {mtime}\n", loaded.digest));
     for (inp, d) in loaded.inputs.iter().zip(digests) {

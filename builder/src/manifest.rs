@@ -24,6 +24,9 @@ pub struct Manifest {
     pub base: BaseInfo,
     /// Kernel, when one was selected.
     pub kernel: Option<KernelInfo>,
+    /// The `disk` output's layout, when one was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<crate::disk::DiskInfo>,
     /// Inputs in build order.
     pub inputs: Vec<InputInfo>,
     /// Packages of the base database plus unpacked packages.

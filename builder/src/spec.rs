@@ -228,6 +228,9 @@ pub struct Outputs {
     /// gzip level (1–9) for `.gz` outputs.
     #[serde(default = "default_gzip_level")]
     pub gzip_level: u32,
+    /// `disk` output settings.
+    #[serde(default)]
+    pub disk: DiskSpec,
 }
 
 impl Default for Outputs {
@@ -236,8 +239,123 @@ impl Default for Outputs {
             formats: default_formats(),
             rootfs_compression: RootfsCompression::default(),
             gzip_level: default_gzip_level(),
+            disk: DiskSpec::default(),
         }
     }
+}
+
+/// `[outputs.disk]`: the bootable disk image (MBR, FAT boot partition with
+/// syslinux, ext4 root found by label).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskSpec {
+    /// Whole disk size (`"8G"`, `"1536M"`); default: the content plus
+    /// `free`.
+    #[serde(default)]
+    pub size: Option<String>,
+    /// Free space left in the root filesystem when `size` is not given.
+    #[serde(default = "default_disk_free")]
+    pub free: String,
+    /// Size of the FAT boot partition (kernel + stage-1 initramfs).
+    #[serde(default = "default_boot_size")]
+    pub boot_size: String,
+    /// ext4 label of the root filesystem (`root=LABEL=...`), at most 16 bytes.
+    #[serde(default = "default_root_label")]
+    pub root_label: String,
+    /// Kernel modules the stage-1 init loads to find the root disk
+    /// (dependencies are added); default: virtio, SCSI, SATA, IDE and NVMe
+    /// drivers, those the kernel lacks skipped.
+    #[serde(default)]
+    pub modules: Option<Vec<String>>,
+    /// Also write `disk.qcow2` (needs qemu-img).
+    #[serde(default = "yes")]
+    pub qcow2: bool,
+}
+
+impl Default for DiskSpec {
+    fn default() -> Self {
+        DiskSpec {
+            size: None,
+            free: default_disk_free(),
+            boot_size: default_boot_size(),
+            root_label: default_root_label(),
+            modules: None,
+            qcow2: true,
+        }
+    }
+}
+
+fn default_disk_free() -> String {
+    "1G".into()
+}
+fn default_boot_size() -> String {
+    "64M".into()
+}
+fn default_root_label() -> String {
+    "nodebake-root".into()
+}
+fn yes() -> bool {
+    true
+}
+
+impl DiskSpec {
+    /// `size` in bytes.
+    pub fn size(&self) -> Result<Option<u64>> {
+        self.size
+            .as_deref()
+            .map(|s| parse_size(s, "outputs.disk: field `size`"))
+            .transpose()
+    }
+    /// `free` in bytes.
+    pub fn free(&self) -> Result<u64> {
+        parse_size(&self.free, "outputs.disk: field `free`")
+    }
+    /// `boot_size` in bytes.
+    pub fn boot_size(&self) -> Result<u64> {
+        parse_size(&self.boot_size, "outputs.disk: field `boot_size`")
+    }
+    fn validate(&self) -> Result<()> {
+        self.size()?;
+        self.free()?;
+        let b = self.boot_size()?;
+        if !(16 << 20..=2 << 30).contains(&b) {
+            bail!("outputs.disk: field `boot_size` must be between 16M and 2G (FAT16)");
+        }
+        let l = &self.root_label;
+        if l.is_empty()
+            || l.len() > 16
+            || !l
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+        {
+            bail!("outputs.disk: field `root_label` `{l}` must be 1–16 characters of A–Z, a–z, 0–9, `-`, `_`, `.`");
+        }
+        Ok(())
+    }
+}
+
+/// Parses `"8G"`, `"512M"`, `"64K"` or a byte count; sizes are binary
+/// (1K = 1024) and whole MiB multiples are not required.
+pub fn parse_size(s: &str, what: &str) -> Result<u64> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (
+            &t[..i],
+            match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => bail!("{what}: `{s}` has an unknown unit (use K, M, G or T)"),
+            },
+        ),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| anyhow!("{what}: `{s}` is not a size (like \"8G\" or \"512M\")"))
 }
 
 fn default_formats() -> Vec<OutputFormat> {
@@ -256,6 +374,8 @@ pub enum OutputFormat {
     Rootfs,
     /// `vmlinuz` + `initramfs.cpio.gz`.
     Pxe,
+    /// `disk.raw` + `disk.qcow2`: bootable BIOS disk (see `[outputs.disk]`).
+    Disk,
 }
 
 /// Compression of the rootfs archive.
@@ -456,6 +576,12 @@ impl ImageSpec {
         }
         if self.outputs.formats.contains(&OutputFormat::Pxe) && self.kernel.is_none() {
             bail!("outputs: `pxe` needs a [kernel] section");
+        }
+        if self.outputs.formats.contains(&OutputFormat::Disk) {
+            if self.kernel.is_none() {
+                bail!("outputs: `disk` needs a [kernel] section");
+            }
+            self.outputs.disk.validate()?;
         }
         if !(1..=9).contains(&self.outputs.gzip_level) {
             bail!("outputs: field `gzip_level` must be 1..=9");

@@ -8,6 +8,9 @@
 //! [`root::Root`] (`--root` in tests) and every command or hostname change
 //! through a [`runner::Runner`], so tests run the real code against a
 //! temporary directory without touching the host.
+//!
+//! The same binary is also the `/init` of a disk image's initramfs
+//! ([`stage1`]): it loads the modules the root disk needs and switches root.
 
 pub mod agent;
 pub mod cli;
@@ -18,5 +21,6 @@ pub mod metadata;
 pub mod notify;
 pub mod root;
 pub mod runner;
+pub mod stage1;
 pub mod step;
 pub mod steps;
