@@ -22,7 +22,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nodebake_suite as support;
-use support::guest::{demo_cache, marker_fields, read_log, tail, token, toml_str, Guest};
+use support::guest::{
+    demo_inputs, marker_spec, read_log, tail, token, wait_marker, Guest, MarkerImage, MARKER_UNIT,
+};
 
 /// How long the guest may take from QEMU's start to the marker. Under TCG
 /// on two cores the demo base boots in about 30 s; the rest is headroom
@@ -35,90 +37,23 @@ const POWEROFF_TIMEOUT: Duration = Duration::from_secs(120);
 /// take half of RAM.
 const GUEST_MEM_MIB: u32 = 1536;
 
-const MARKER_UNIT: &str = "nodebake-boot-marker.service";
-
 /// The spec: demo base, only the kernel image out of the kernel .deb, the
-/// marker unit and its script, PXE output only.
+/// marker unit and its script, PXE output only. The kernel's modules would
+/// add ~100 MB to the initramfs and the guest needs none of them.
 fn spec_text(base: &Path, kernel_deb: &Path, token: &str) -> String {
-    // The script spells the marker as `NODEBAKE-BOOT-%s ... OK`, so the
-    // literal marker exists only in what the script prints, never in a file
-    // of the image or a line systemd echoes about the unit.
-    let script = format!(
-        r#"#!/bin/sh
-# Reports how the system came up; the unit then powers the machine off.
-firstboot=$(systemctl is-active nodebake-firstboot.service)
-printf 'NODEBAKE-BOOT-%s %s pid1=%s root=%s kernel=%s firstboot=%s\n' OK {token} "$(cat /proc/1/comm)" "$(stat -f -c %T /)" "$(uname -r)" "$firstboot" >/dev/console
-systemctl --failed --no-legend --no-pager >/dev/console 2>&1
-exit 0
-"#
-    );
-    // After=multi-user.target with WantedBy=multi-user.target: the marker
-    // runs once the target is reached, i.e. the whole boot transaction
-    // (including the baked nodebake-firstboot.service, which multi-user
-    // waits for) is done. systemd drops the implicit target-after-wants
-    // ordering when the unit is already ordered after the target, so there
-    // is no cycle.
-    let unit = r#"[Unit]
-Description=nodebake boot test marker
-After=multi-user.target
-
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/nodebake-boot-marker
-ExecStart=/bin/systemctl poweroff --no-block
-
-[Install]
-WantedBy=multi-user.target
-"#;
-    format!(
-        r#"spec_version = 1
-name = "boot-test"
-version = "1"
-arch = "x86_64"
-source_date_epoch = 1700000000
-
-[base]
-source = {base}
-sha256 = {base_sha}
-
-[kernel]
-path = "/boot/vmlinuz-*"
-cmdline = "console=ttyS0"
-
-[kubernetes]
-version = "1.20.2"
-
-[[artifact]]
-name = "kernel"
-kind = "deb"
-source = {kernel}
-sha256 = {kernel_sha}
-# The kernel image only: the modules would add ~100 MB to the initramfs
-# and the guest needs none of them.
-include = ["boot/vmlinuz-*"]
-
-[[file]]
-path = "/usr/local/sbin/nodebake-boot-marker"
-mode = "0755"
-content = {script}
-
-[[file]]
-path = "/etc/systemd/system/{MARKER_UNIT}"
-content = {unit}
-
-[systemd]
-enable = ["{MARKER_UNIT}"]
-
-[outputs]
-formats = ["pxe"]
-gzip_level = 1
-"#,
-        base = toml_str(&base.to_string_lossy()),
-        base_sha = toml_str(&support::sha256_file(base)),
-        kernel = toml_str(&kernel_deb.to_string_lossy()),
-        kernel_sha = toml_str(&support::sha256_file(kernel_deb)),
-        script = toml_str(&script),
-        unit = toml_str(unit),
+    marker_spec(
+        base,
+        kernel_deb,
+        token,
+        &MarkerImage {
+            name: "boot-test",
+            cmdline: "console=ttyS0",
+            kernel_include: &["boot/vmlinuz-*"],
+            report: "",
+            extra: "",
+            enable: &[],
+            outputs: "formats = [\"pxe\"]\ngzip_level = 1",
+        },
     )
 }
 
@@ -152,25 +87,9 @@ fn pxe_initramfs_boots_systemd_to_multi_user() {
     if !support::require_tools(&["qemu-system-x86_64", "cpio", "gzip"]) {
         return;
     }
-    let cache = demo_cache();
-    let base = cache.join("debian-bookworm-amd64.tar.gz");
-    let kernel_deb = cache.join("debs").join("kernel.deb");
-    let missing: Vec<String> = [&base, &kernel_deb]
-        .iter()
-        .filter(|p| !p.is_file())
-        .map(|p| p.display().to_string())
-        .collect();
-    if !missing.is_empty() {
-        let why = format!(
-            "demo cache incomplete (missing {}): run scripts/demo.sh first",
-            missing.join(", ")
-        );
-        if support::in_ci() {
-            panic!("{why}");
-        }
-        eprintln!("SKIPPED: {why}");
+    let Some((base, kernel_deb)) = demo_inputs() else {
         return;
-    }
+    };
 
     let tmp = tempfile::tempdir().expect("tempdir");
     let token = token();
@@ -291,28 +210,14 @@ fn pxe_initramfs_boots_systemd_to_multi_user() {
     };
 
     let marker = format!("NODEBAKE-BOOT-OK {token}");
-    let fields = loop {
-        let text = read_log(&log);
-        if let Some(f) = marker_fields(&text, &marker) {
-            break f;
-        }
-        let exited = guest.child.try_wait().expect("qemu status");
-        if exited.is_some() || started.elapsed() > BOOT_TIMEOUT {
-            let why = match exited {
-                Some(s) => format!(
-                    "QEMU exited ({s}) after {:.0} s",
-                    started.elapsed().as_secs_f64()
-                ),
-                None => format!("no marker within {} s", BOOT_TIMEOUT.as_secs()),
-            };
-            panic!(
-                "the PXE image did not boot to {MARKER_UNIT}: {why}\nQEMU output:\n{}\nlast 60 lines of the serial console:\n{}",
-                read_log(&tmp.path().join("qemu.out")),
-                tail(&read_log(&log), 60)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let fields = wait_marker(
+        &mut guest,
+        &log,
+        &tmp.path().join("qemu.out"),
+        &marker,
+        BOOT_TIMEOUT,
+        "the PXE image",
+    );
     let boot = started.elapsed();
     eprintln!(
         "boot: marker after {:.1} s (QEMU TCG, {GUEST_MEM_MIB} MiB): {fields:?}",

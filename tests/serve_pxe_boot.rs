@@ -5,9 +5,14 @@
 //! `http://10.0.2.2:PORT/boot.ipxe` (10.0.2.2 is the host's loopback seen
 //! from the guest) and k8s-node1's MAC; iPXE chains to
 //! `/ipxe?mac=${mac:hexhyp}`, loads the kernel and the initramfs from
-//! `serve` and boots systemd from RAM to a marker unit, which prints the
-//! kernel command line: it must carry k8s-node1's metadata URL
-//! (`ds=nocloud-net;s=http://10.0.2.2:PORT/nodes/52-54-00-93-01-41/`).
+//! `serve` and boots systemd from RAM. The kernel command line must carry
+//! k8s-node1's metadata URL
+//! (`ds=nocloud-net;s=http://10.0.2.2:PORT/nodes/52-54-00-93-01-41/`);
+//! udev loads the virtio NIC driver (through the module indexes the
+//! builder wrote), systemd-networkd gets an address by DHCP, and the baked
+//! first-boot agent fetches the node's meta-data and user-data from
+//! `serve` over HTTP and configures the node from them (hostname, hosts
+//! block), which a marker unit reports on the console.
 //!
 //! Needs `qemu-system-x86_64` with the iPXE ROMs (Debian `ipxe-qemu`,
 //! pulled in by `qemu-system-x86`), the demo cache (`scripts/demo.sh`),
@@ -21,98 +26,62 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nodebake_suite as support;
-use support::guest::{demo_cache, marker_fields, read_log, tail, token, toml_str, Guest};
+use support::guest::{
+    demo_inputs, marker_fields, marker_spec, read_log, tail, token, wait_marker, Guest, MarkerImage,
+};
 
 /// From QEMU's start to the marker: the iPXE download of a ~130 MiB
 /// initramfs over user-mode networking under TCG, then the boot (~30 s).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(480);
 const GUEST_MEM_MIB: u32 = 1536;
-const MARKER_UNIT: &str = "nodebake-boot-marker.service";
 const NODE1_MAC: &str = "52:54:00:93:01:41";
 
-/// The spec: demo base, only the kernel image out of the kernel .deb, the
-/// marker unit and its script, PXE output only.
-fn spec_text(base: &Path, kernel_deb: &Path, token: &str) -> String {
-    // The script spells the marker as `NODEBAKE-BOOT-%s ... OK`, so the
-    // literal marker exists only in what the script prints, never in a file
-    // of the image or a line systemd echoes about the unit.
-    let script = format!(
-        r#"#!/bin/sh
-# Reports how the system came up; the unit then powers the machine off.
-firstboot=$(systemctl is-active nodebake-firstboot.service)
-printf 'NODEBAKE-CMDLINE-%s %s\n' OK "$(cat /proc/cmdline)" >/dev/console
-printf 'NODEBAKE-BOOT-%s %s pid1=%s root=%s kernel=%s firstboot=%s\n' OK {token} "$(cat /proc/1/comm)" "$(stat -f -c %T /)" "$(uname -r)" "$firstboot" >/dev/console
-systemctl --failed --no-legend --no-pager >/dev/console 2>&1
-exit 0
-"#
-    );
-    // After=multi-user.target with WantedBy=multi-user.target: the marker
-    // runs once the target is reached, i.e. the whole boot transaction
-    // (including the baked nodebake-firstboot.service, which multi-user
-    // waits for) is done. systemd drops the implicit target-after-wants
-    // ordering when the unit is already ordered after the target, so there
-    // is no cycle.
-    let unit = r#"[Unit]
-Description=nodebake boot test marker
-After=multi-user.target
+/// What the guest needs to fetch its metadata over HTTP: the virtio NIC
+/// driver (udev loads it through the module indexes the builder makes)
+/// and DHCP from systemd-networkd, waited for by network-online.target,
+/// which the first-boot unit is ordered after.
+const KERNEL_INCLUDE: &[&str] = &[
+    "boot/vmlinuz-*",
+    "lib/modules/*/modules.order",
+    "lib/modules/*/modules.builtin",
+    "lib/modules/*/modules.builtin.modinfo",
+    "lib/modules/*/kernel/drivers/virtio/virtio*.ko",
+    "lib/modules/*/kernel/drivers/net/virtio_net.ko",
+    "lib/modules/*/kernel/drivers/net/net_failover.ko",
+    "lib/modules/*/kernel/net/core/failover.ko",
+];
 
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/nodebake-boot-marker
-ExecStart=/bin/systemctl poweroff --no-block
-
-[Install]
-WantedBy=multi-user.target
+const DHCP_NETWORK: &str = r#"
+[[file]]
+path = "/etc/systemd/network/10-dhcp.network"
+content = "[Match]\nName=eth0\n\n[Network]\nDHCP=ipv4\n"
 "#;
-    format!(
-        r#"spec_version = 1
-name = "pxe-boot-test"
-version = "1"
-arch = "x86_64"
-source_date_epoch = 1700000000
 
-[base]
-source = {base}
-sha256 = {base_sha}
+/// What the marker reports besides the boot line: the kernel command line
+/// and what the first-boot agent made of the metadata.
+const REPORT: &str = r#"printf 'NODEBAKE-CMDLINE-%s %s\n' OK "$(cat /proc/cmdline)" >/dev/console
+printf 'NODEBAKE-NODE-%s hostname=%s metadata=%s hosts_block=%s\n' OK "$(hostname)" "$(/usr/lib/nodebake/bin/nodebake-firstboot status | sed -n 's/^metadata: //p' | tr ' ' '_')" "$(grep -c 'k8s-master1' /etc/hosts)" >/dev/console
+/usr/lib/nodebake/bin/nodebake-firstboot status >/dev/console 2>&1"#;
 
-[kernel]
-path = "/boot/vmlinuz-*"
-cmdline = "console=ttyS0 panic=-1"
-
-[kubernetes]
-version = "1.20.2"
-
-[[artifact]]
-name = "kernel"
-kind = "deb"
-source = {kernel}
-sha256 = {kernel_sha}
-# The kernel image only: the modules would add ~100 MB to the initramfs
-# and the guest needs none of them.
-include = ["boot/vmlinuz-*"]
-
-[[file]]
-path = "/usr/local/sbin/nodebake-boot-marker"
-mode = "0755"
-content = {script}
-
-[[file]]
-path = "/etc/systemd/system/{MARKER_UNIT}"
-content = {unit}
-
-[systemd]
-enable = ["{MARKER_UNIT}"]
-
-[outputs]
-formats = ["pxe"]
-gzip_level = 1
-"#,
-        base = toml_str(&base.to_string_lossy()),
-        base_sha = toml_str(&support::sha256_file(base)),
-        kernel = toml_str(&kernel_deb.to_string_lossy()),
-        kernel_sha = toml_str(&support::sha256_file(kernel_deb)),
-        script = toml_str(&script),
-        unit = toml_str(unit),
+/// The spec: demo base, the kernel with its NIC modules, DHCP, the marker
+/// unit and its script, PXE output only.
+fn spec_text(base: &Path, kernel_deb: &Path, token: &str) -> String {
+    marker_spec(
+        base,
+        kernel_deb,
+        token,
+        &MarkerImage {
+            name: "pxe-boot-test",
+            cmdline: "console=ttyS0 net.ifnames=0 panic=-1",
+            kernel_include: KERNEL_INCLUDE,
+            report: REPORT,
+            extra: DHCP_NETWORK,
+            enable: &[
+                "systemd-networkd.service",
+                "systemd-networkd-wait-online.service",
+            ],
+            outputs: "formats = [\"pxe\"]\ngzip_level = 1",
+        },
     )
 }
 
@@ -133,23 +102,9 @@ fn ipxe_chains_to_serve_and_boots_the_initramfs_with_node_metadata_url() {
     if !support::require_tools(&["qemu-system-x86_64"]) {
         return;
     }
-    let cache = demo_cache();
-    let base = cache.join("debian-bookworm-amd64.tar.gz");
-    let kernel_deb = cache.join("debs").join("kernel.deb");
-    let missing: Vec<String> = [&base, &kernel_deb]
-        .iter()
-        .filter(|p| !p.is_file())
-        .map(|p| p.display().to_string())
-        .collect();
-    if !missing.is_empty() {
-        let why = format!(
-            "demo cache incomplete (missing {}): run scripts/demo.sh first",
-            missing.join(", ")
-        );
-        assert!(!support::in_ci(), "{why}");
-        eprintln!("SKIPPED: {why}");
+    let Some((base, kernel_deb)) = demo_inputs() else {
         return;
-    }
+    };
     let tmp = tempfile::tempdir().expect("tempdir");
     let token = token();
     let spec = tmp.path().join("pxe-boot-test.toml");
@@ -235,24 +190,14 @@ fn ipxe_chains_to_serve_and_boots_the_initramfs_with_node_metadata_url() {
             .expect("spawn qemu-system-x86_64"),
     };
     let marker = format!("NODEBAKE-BOOT-OK {token}");
-    let fields = loop {
-        let text = read_log(&log);
-        if let Some(f) = marker_fields(&text, &marker) {
-            break f;
-        }
-        let exited = guest.child.try_wait().expect("qemu status");
-        if exited.is_some() || started.elapsed() > BOOT_TIMEOUT {
-            panic!(
-                "no marker ({}; {:.0} s)\nQEMU output:\n{}\nserve log:\n{}\nlast 60 console lines:\n{}",
-                exited.map(|s| s.to_string()).unwrap_or_else(|| "still running".into()),
-                started.elapsed().as_secs_f64(),
-                read_log(&tmp.path().join("qemu.out")),
-                tail(&read_log(&serve_log), 30),
-                tail(&read_log(&log), 60)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let fields = wait_marker(
+        &mut guest,
+        &log,
+        &tmp.path().join("qemu.out"),
+        &marker,
+        BOOT_TIMEOUT,
+        "the PXE guest",
+    );
     eprintln!(
         "pxe: marker after {:.1} s (QEMU TCG, iPXE over user networking): {fields:?}",
         started.elapsed().as_secs_f64()
@@ -282,16 +227,31 @@ fn ipxe_chains_to_serve_and_boots_the_initramfs_with_node_metadata_url() {
     ] {
         assert!(served.contains(&req), "serve log lacks {req}:\n{served}");
     }
-    // The agent in this minimal image (kernel without modules: no guest
-    // NIC driver) cannot reach the metadata URL; report what it fetched.
-    let fetched: Vec<&str> = served.lines().filter(|l| l.contains("/nodes/")).collect();
-    eprintln!(
-        "pxe: metadata requests from the guest: {}",
-        if fetched.is_empty() {
-            "none".to_string()
-        } else {
-            fetched.join(" | ")
-        }
+    // First boot fetched k8s-node1's metadata from serve over HTTP and
+    // configured the node from it.
+    for req in ["meta-data", "user-data"] {
+        let want = format!("\"GET /nodes/52-54-00-93-01-41/{req}\" 200");
+        assert!(served.contains(&want), "serve log lacks {want}:\n{served}");
+    }
+    let node = marker_fields(&console, "NODEBAKE-NODE-OK")
+        .unwrap_or_else(|| panic!("no node report line:\n{}", tail(&console, 60)));
+    assert_eq!(
+        node.get("hostname").map(String::as_str),
+        Some("k8s-node1"),
+        "hostname not set from the HTTP metadata\n{}",
+        tail(&console, 60)
+    );
+    let source = node.get("metadata").cloned().unwrap_or_default();
+    assert!(
+        source.contains(&format!("http://10.0.2.2:{port}/nodes/52-54-00-93-01-41/")),
+        "first boot's metadata source is `{source}`, not serve's URL\n{}",
+        tail(&console, 60)
+    );
+    assert_eq!(
+        node.get("hosts_block").map(String::as_str),
+        Some("1"),
+        "/etc/hosts lacks the cluster block\n{}",
+        tail(&console, 60)
     );
     drop(guest);
 }

@@ -111,3 +111,187 @@ impl Drop for Guest {
         }
     }
 }
+
+/// The demo cache's base tarball and kernel .deb, or `None` (with a
+/// SKIPPED line) when the cache is incomplete; under `CI=true` an
+/// incomplete cache fails the test.
+pub fn demo_inputs() -> Option<(PathBuf, PathBuf)> {
+    let cache = demo_cache();
+    let base = cache.join("debian-bookworm-amd64.tar.gz");
+    let kernel_deb = cache.join("debs").join("kernel.deb");
+    let missing: Vec<String> = [&base, &kernel_deb]
+        .iter()
+        .filter(|p| !p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
+    if missing.is_empty() {
+        return Some((base, kernel_deb));
+    }
+    let why = format!(
+        "demo cache incomplete (missing {}): run scripts/demo.sh first",
+        missing.join(", ")
+    );
+    if crate::in_ci() {
+        panic!("{why}");
+    }
+    eprintln!("SKIPPED: {why}");
+    None
+}
+
+/// The oneshot unit the boot tests bake; it runs the marker script once
+/// multi-user.target is reached, then powers the machine off.
+pub const MARKER_UNIT: &str = "nodebake-boot-marker.service";
+
+/// A boot-test image: the demo base, (part of) the Debian cloud kernel
+/// package and a marker unit.
+pub struct MarkerImage<'a> {
+    /// Spec `name`.
+    pub name: &'a str,
+    /// `[kernel] cmdline`.
+    pub cmdline: &'a str,
+    /// What to take out of the kernel .deb (`include` globs).
+    pub kernel_include: &'a [&'a str],
+    /// Shell lines run before the marker line, to print extra report
+    /// lines on /dev/console.
+    pub report: &'a str,
+    /// Extra spec text (more `[[file]]` tables).
+    pub extra: &'a str,
+    /// Units to enable besides the marker.
+    pub enable: &'a [&'a str],
+    /// The `[outputs]` table's body.
+    pub outputs: &'a str,
+}
+
+/// The spec text of a marker image, with the run's `token` in the marker.
+pub fn marker_spec(base: &Path, kernel_deb: &Path, token: &str, img: &MarkerImage) -> String {
+    // The script spells the marker as `NODEBAKE-BOOT-%s ... OK`, so the
+    // literal marker exists only in what the script prints, never in a file
+    // of the image or a line systemd echoes about the unit.
+    let script = format!(
+        r#"#!/bin/sh
+# Reports how the system came up; the unit then powers the machine off.
+{report}
+firstboot=$(systemctl is-active nodebake-firstboot.service)
+printf 'NODEBAKE-BOOT-%s %s pid1=%s root=%s kernel=%s firstboot=%s\n' OK {token} "$(cat /proc/1/comm)" "$(stat -f -c %T /)" "$(uname -r)" "$firstboot" >/dev/console
+systemctl --failed --no-legend --no-pager >/dev/console 2>&1
+exit 0
+"#,
+        report = img.report
+    );
+    // After=multi-user.target with WantedBy=multi-user.target: the marker
+    // runs once the target is reached, i.e. the whole boot transaction
+    // (including the baked nodebake-firstboot.service, which multi-user
+    // waits for) is done. systemd drops the implicit target-after-wants
+    // ordering when the unit is already ordered after the target, so there
+    // is no cycle.
+    let unit = r#"[Unit]
+Description=nodebake boot test marker
+After=multi-user.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/nodebake-boot-marker
+ExecStart=/bin/systemctl poweroff --no-block
+
+[Install]
+WantedBy=multi-user.target
+"#;
+    let enable = std::iter::once(MARKER_UNIT)
+        .chain(img.enable.iter().copied())
+        .map(toml_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let include = img
+        .kernel_include
+        .iter()
+        .map(|g| toml_str(g))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"spec_version = 1
+name = {name}
+version = "1"
+arch = "x86_64"
+source_date_epoch = 1700000000
+
+[base]
+source = {base}
+sha256 = {base_sha}
+
+[kernel]
+path = "/boot/vmlinuz-*"
+cmdline = {cmdline}
+
+[kubernetes]
+version = "1.20.2"
+
+[[artifact]]
+name = "kernel"
+kind = "deb"
+source = {kernel}
+sha256 = {kernel_sha}
+include = [{include}]
+
+[[file]]
+path = "/usr/local/sbin/nodebake-boot-marker"
+mode = "0755"
+content = {script}
+
+[[file]]
+path = "/etc/systemd/system/{MARKER_UNIT}"
+content = {unit}
+{extra}
+[systemd]
+enable = [{enable}]
+
+[outputs]
+{outputs}
+"#,
+        name = toml_str(img.name),
+        cmdline = toml_str(img.cmdline),
+        base = toml_str(&base.to_string_lossy()),
+        base_sha = toml_str(&crate::sha256_file(base)),
+        kernel = toml_str(&kernel_deb.to_string_lossy()),
+        kernel_sha = toml_str(&crate::sha256_file(kernel_deb)),
+        script = toml_str(&script),
+        unit = toml_str(unit),
+        extra = img.extra,
+        outputs = img.outputs,
+    )
+}
+
+/// Polls the serial log until the complete line after `marker` appears
+/// and returns its fields; panics with QEMU's output and the console's
+/// tail when QEMU exits first or `timeout` passes.
+pub fn wait_marker(
+    guest: &mut Guest,
+    log: &Path,
+    qemu_out: &Path,
+    marker: &str,
+    timeout: std::time::Duration,
+    what: &str,
+) -> BTreeMap<String, String> {
+    let started = std::time::Instant::now();
+    loop {
+        let text = read_log(log);
+        if let Some(f) = marker_fields(&text, marker) {
+            return f;
+        }
+        let exited = guest.child.try_wait().expect("qemu status");
+        if exited.is_some() || started.elapsed() > timeout {
+            let why = match exited {
+                Some(s) => format!(
+                    "QEMU exited ({s}) after {:.0} s",
+                    started.elapsed().as_secs_f64()
+                ),
+                None => format!("no marker within {} s", timeout.as_secs()),
+            };
+            panic!(
+                "{what} did not boot to {MARKER_UNIT}: {why}\nQEMU output:\n{}\nlast 60 lines of the serial console:\n{}",
+                read_log(qemu_out),
+                tail(&read_log(log), 60)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
