@@ -22,6 +22,8 @@ pub struct Summary {
     pub cni: Option<String>,
     /// Kernel path in the image.
     pub kernel: Option<String>,
+    /// The disk's boot: root label and kernel command line.
+    pub disk: Option<String>,
     /// Container images (reference, format).
     pub images: Vec<String>,
     /// Profiles.
@@ -70,6 +72,15 @@ pub fn inspect(dir: &Path) -> Result<Summary> {
         kubernetes: m.image.kubernetes_version.clone(),
         cni: m.image.cni.clone(),
         kernel: m.kernel.as_ref().map(|k| k.path.clone()),
+        disk: m.disk.as_ref().map(|d| {
+            format!(
+                "{} MiB, ext4 root LABEL={}, stage 1 loads {} modules, cmdline `{}`",
+                d.size >> 20,
+                d.root_label,
+                d.stage1_modules.len(),
+                d.cmdline
+            )
+        }),
         images: m
             .images
             .iter()
@@ -107,6 +118,9 @@ pub fn render(s: &Summary) -> String {
         "kernel:      {}\n",
         s.kernel.as_deref().unwrap_or("-")
     ));
+    if let Some(d) = &s.disk {
+        o.push_str(&format!("disk:        {d}\n"));
+    }
     o.push_str(&format!(
         "profiles:    {}\n",
         if s.profiles.is_empty() {
