@@ -7,7 +7,9 @@
 //! second virtio disk: syslinux from the MBR/FAT boot partition, the
 //! stage-1 init (nodebake-firstboot as /init) loads the virtio modules,
 //! finds the ext4 root by label and switches to systemd; the baked
-//! first-boot agent reads the seed and names the node. A marker unit
+//! first-boot agent reads the seed, names the node and gives k8s-node1's
+//! NIC (matched by MAC) the inventory's name and address from the seed's
+//! `network-config` through systemd-networkd. A marker unit
 //! reports it all on the serial console.
 //!
 //! Needs `qemu-system-x86_64`, `qemu-img`, the disk tools (e2fsprogs,
@@ -32,7 +34,7 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 const GUEST_MEM_MIB: u32 = 1024;
 
 /// What the marker reports besides the boot line.
-const REPORT: &str = r#"printf 'NODEBAKE-DISK-%s cmdline_root=%s rootsrc=%s rootfs=%s hostname=%s metadata=%s hosts_block=%s modules_dep=%s\n' OK "$(sed -n 's/.*root=\([^ ]*\).*/\1/p' /proc/cmdline)" "$(findmnt -no SOURCE /)" "$(findmnt -no FSTYPE /)" "$(hostname)" "$(/usr/lib/nodebake/bin/nodebake-firstboot status | sed -n 's/^metadata: //p' | tr ' ' '_')" "$(grep -c 'k8s-master1' /etc/hosts)" "$(modprobe -n -v br_netfilter >/dev/null 2>&1 && echo ok || echo missing)" >/dev/console
+const REPORT: &str = r#"printf 'NODEBAKE-DISK-%s cmdline_root=%s rootsrc=%s rootfs=%s hostname=%s metadata=%s hosts_block=%s modules_dep=%s addrs=%s\n' OK "$(sed -n 's/.*root=\([^ ]*\).*/\1/p' /proc/cmdline)" "$(findmnt -no SOURCE /)" "$(findmnt -no FSTYPE /)" "$(hostname)" "$(/usr/lib/nodebake/bin/nodebake-firstboot status | sed -n 's/^metadata: //p' | tr ' ' '_')" "$(grep -c 'k8s-master1' /etc/hosts)" "$(modprobe -n -v br_netfilter >/dev/null 2>&1 && echo ok || echo missing)" "$(ip -o -4 addr show | awk '$2 != "lo" {printf "%s=%s,", $2, $4}')" >/dev/console
 /usr/lib/nodebake/bin/nodebake-firstboot status >/dev/console 2>&1"#;
 
 fn spec_text(base: &Path, kernel_deb: &Path, token: &str) -> String {
@@ -222,7 +224,10 @@ fn disk_image_boots_from_syslinux_to_systemd_and_reads_its_seed() {
                 "-monitor",
                 "none",
             ])
-            .args(["-nic", "none"])
+            // k8s-node1's NIC (its MAC from the inventory), on user-mode
+            // networking restricted to the guest: nothing leaves the host.
+            .arg("-nic")
+            .arg("user,model=virtio-net-pci,mac=52:54:00:93:01:41,restrict=on")
             .arg("-drive")
             .arg(format!("file={},if=virtio,format=qcow2", overlay.display()))
             .arg("-drive")
@@ -285,6 +290,14 @@ fn disk_image_boots_from_syslinux_to_systemd_and_reads_its_seed() {
         ctx()
     );
     assert_eq!(f("hosts_block"), "1", "{}", ctx());
+    // The seed's network-config applied: the NIC found by MAC, renamed to
+    // the inventory's ens33, with the inventory address.
+    assert!(
+        f("addrs").contains("ens33=192.168.147.141/24"),
+        "addresses: {}\n{}",
+        f("addrs"),
+        ctx()
+    );
 
     // The marker unit powers the guest off.
     let deadline = Instant::now() + Duration::from_secs(120);

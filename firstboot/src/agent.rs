@@ -89,6 +89,8 @@ pub struct Loaded {
     pub metadata: Metadata,
     /// The validated node.
     pub node: NodeConfig,
+    /// The validated `network-config`, if any.
+    pub network: Option<crate::steps::network::NetworkConfig>,
     /// Image metadata, when the root has it.
     pub image: Option<ImageMetadata>,
     /// The role profile in effect.
@@ -117,6 +119,7 @@ pub fn load(opts: &RunOptions, live: bool) -> Result<Loaded> {
         None => metadata::fetch_first(&metadata::discover(&d))?,
     };
     let node = metadata.node_config()?;
+    let network = metadata.network_config()?;
     for w in &node.warnings {
         eprintln!("nodebake-firstboot: warning: {w}");
     }
@@ -125,6 +128,7 @@ pub fn load(opts: &RunOptions, live: bool) -> Result<Loaded> {
     Ok(Loaded {
         metadata,
         node,
+        network,
         image,
         profile,
     })
@@ -233,6 +237,7 @@ fn ctx<'a>(
         root,
         runner,
         node: &loaded.node,
+        network: loaded.network.as_ref(),
         image: loaded.image.as_ref(),
         profile: &loaded.profile,
         containerd: cs,

@@ -120,6 +120,8 @@ pub struct Ctx<'a> {
     pub runner: &'a dyn Runner,
     /// The validated node.
     pub node: &'a NodeConfig,
+    /// The validated `network-config`, when the metadata has one.
+    pub network: Option<&'a crate::steps::network::NetworkConfig>,
     /// Image metadata baked by the builder, if present.
     pub image: Option<&'a ImageMetadata>,
     /// The role profile in effect.

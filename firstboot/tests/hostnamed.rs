@@ -116,6 +116,7 @@ fn hostname_through_real_hostnamed_on_a_private_bus() {
         root: &root,
         runner: &runner,
         node: &node,
+        network: None,
         image: None,
         profile: &profile,
         containerd: &cs,

@@ -51,6 +51,7 @@ fn assert_node(docs: &Documents, host: &str) {
     let Documents::NoCloud {
         meta_data,
         user_data,
+        ..
     } = docs
     else {
         panic!("expected NoCloud documents")
@@ -277,7 +278,16 @@ fn http_with_retries_and_encodings() {
         .unwrap()
         .unwrap();
     assert_node(&got.documents, "k8s-node1");
-    assert_eq!(s.hits.load(Ordering::SeqCst), 4);
+    // Two failures, meta-data, user-data, and network-config's 404 (it is
+    // optional, so not retried and not an error).
+    assert_eq!(s.hits.load(Ordering::SeqCst), 5);
+    assert!(matches!(
+        got.documents,
+        metadata::Documents::NoCloud {
+            network_config: None,
+            ..
+        }
+    ));
 }
 
 #[test]

@@ -41,6 +41,8 @@ pub enum Documents {
         meta_data: String,
         /// `user-data` text.
         user_data: String,
+        /// `network-config` text, when the source has one.
+        network_config: Option<String>,
     },
     /// One local file with `instance-id`, `local-hostname` and `nodebake`.
     Local(String),
@@ -62,10 +64,24 @@ impl Metadata {
             Documents::NoCloud {
                 meta_data,
                 user_data,
+                ..
             } => NodeConfig::from_nocloud(meta_data, user_data),
             Documents::Local(text) => NodeConfig::from_local_file(text),
         };
         r.with_context(|| format!("metadata from {}", self.source))
+    }
+
+    /// Parses and validates `network-config`, when there is one.
+    pub fn network_config(&self) -> Result<Option<crate::steps::network::NetworkConfig>> {
+        match &self.documents {
+            Documents::NoCloud {
+                network_config: Some(n),
+                ..
+            } => crate::steps::network::NetworkConfig::parse(n)
+                .map(Some)
+                .with_context(|| format!("metadata from {}", self.source)),
+            _ => Ok(None),
+        }
     }
 
     /// Digest of the documents: the journal starts over when it changes.
@@ -75,11 +91,16 @@ impl Metadata {
             Documents::NoCloud {
                 meta_data,
                 user_data,
+                network_config,
             } => {
                 h.update(b"nocloud\0");
                 h.update(meta_data.as_bytes());
                 h.update(b"\0");
                 h.update(user_data.as_bytes());
+                if let Some(n) = network_config {
+                    h.update(b"\0network-config\0");
+                    h.update(n.as_bytes());
+                }
             }
             Documents::Local(t) => {
                 h.update(b"local\0");

@@ -10,6 +10,7 @@ pub mod kubeadm;
 pub mod kubelet;
 pub mod load_balancer;
 pub mod modules;
+pub mod network;
 pub mod selinux;
 pub mod swap;
 pub mod sysctl;
@@ -19,11 +20,13 @@ use nodebake_contract::profile::RoleProfile;
 
 use crate::step::Step;
 
-/// Every host-preparation step, in order: identity first, then kernel
+/// Every host-preparation step, in order: the address first (it checks
+/// the image can apply network-config before anything changes), identity, then kernel
 /// settings (modules before the sysctls that need them), then services;
 /// on masters haproxy, then keepalived (its track script checks haproxy).
 pub fn host_steps() -> Vec<Box<dyn Step>> {
     vec![
+        Box::new(network::Network),
         Box::new(hostname::Hostname),
         Box::new(hosts::Hosts),
         Box::new(swap::Swap),

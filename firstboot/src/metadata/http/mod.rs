@@ -99,11 +99,17 @@ impl MetadataProvider for HttpSource {
         }
         let user_data = docs.pop().unwrap_or_default();
         let meta_data = docs.pop().unwrap_or_default();
+        // Optional, as for cloud-init: a 404 means none.
+        let nc_url = self.url("network-config");
+        let network_config = get(&nc_url, &self.policy)?
+            .map(|b| decode(&b).with_context(|| format!("decoding {nc_url}")))
+            .transpose()?;
         Ok(Some(Metadata {
             source: format!("HTTP {}", self.base),
             documents: Documents::NoCloud {
                 meta_data,
                 user_data,
+                network_config,
             },
         }))
     }

@@ -112,9 +112,16 @@ fn read_unmounted(f: &mut File, fs: SeedFs) -> Result<Documents> {
     };
     let meta_data = read("meta-data")?;
     let user_data = read("user-data")?;
+    let network_config = match fs {
+        SeedFs::Iso9660 => iso9660::read_file(f, "network-config")?,
+        SeedFs::Fat => fat::read_file(f, "network-config")?,
+    }
+    .map(|b| decode(&b).context("decoding network-config"))
+    .transpose()?;
     Ok(Documents::NoCloud {
         meta_data,
         user_data,
+        network_config,
     })
 }
 

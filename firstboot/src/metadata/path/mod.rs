@@ -29,9 +29,15 @@ pub fn read_nocloud_dir(dir: &std::path::Path) -> Result<Documents> {
         let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
         decode(&bytes).with_context(|| format!("decoding {}", p.display()))
     };
+    let nc = dir.join("network-config");
     Ok(Documents::NoCloud {
         meta_data: read("meta-data")?,
         user_data: read("user-data")?,
+        network_config: if nc.exists() {
+            Some(read("network-config")?)
+        } else {
+            None
+        },
     })
 }
 
