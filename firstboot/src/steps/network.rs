@@ -459,6 +459,8 @@ pub struct Network;
 
 /// Seconds the step waits for the addresses to appear after applying.
 const ADDRESS_WAIT_SECS: u64 = 20;
+/// Seconds the step waits for the interfaces to appear (driver loading).
+const LINK_WAIT_SECS: u64 = 30;
 
 fn runtime_pending(cx: &Ctx<'_>, cfg: &NetworkConfig) -> Result<Vec<Pending>> {
     let mut p = Vec::new();
@@ -522,6 +524,25 @@ impl Step for Network {
         };
         let b = backend(cx)?;
         write_files(cx, &render(cfg, b))?;
+        // First boot may start before udev has loaded the NIC driver: let
+        // udev finish (bounded), then wait (bounded) for every interface
+        // the document names before renaming anything.
+        if cx.live() {
+            let _ = cx.run(Cmd::new("udevadm", ["settle", "--timeout=30"]));
+            for _ in 0..LINK_WAIT_SECS * 4 {
+                let links = live_links(cx)?;
+                let all_there = cfg.ethernets.iter().all(|e| {
+                    links.iter().any(|(n, m, _)| match &e.mac {
+                        Some(mac) => m == mac,
+                        None => n == e.name(),
+                    })
+                });
+                if all_there {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+        }
         // Rename now what the .link file / keyfile name for later boots,
         // when the wanted name is free (a running interface is taken down
         // for the rename: this runs before anything uses the network).
