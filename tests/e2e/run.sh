@@ -110,8 +110,10 @@ NODES="k8s-master1:37 k8s-master2:39 k8s-master3:40 k8s-node1:41"
 declare -A PID_OF=()
 start_guest() { # name suffix
   local name=$1 sfx=$2 tap=tap$2
-  ip -n "$NS" tuntap add dev "$tap" mode tap
-  ip -n "$NS" link set "$tap" master br0 up
+  if ! ip -n "$NS" link show "$tap" >/dev/null 2>&1; then
+    ip -n "$NS" tuntap add dev "$tap" mode tap
+    ip -n "$NS" link set "$tap" master br0 up
+  fi
   qemu-img create -q -f qcow2 -F qcow2 -b "$WORK/image/disk.qcow2" "$WORK/$name.qcow2"
   ip netns exec "$NS" nice -n "${E2E_NICE:-0}" qemu-system-x86_64 -m "$MEM" -smp 1 -nographic -no-reboot -display none -monitor none \
     -drive "file=$WORK/$name.qcow2,if=virtio,format=qcow2" \
