@@ -301,20 +301,28 @@ pub enum Backend {
     Networkd,
 }
 
-/// Which backend the root has, or an error naming what is missing.
-pub fn backend(cx: &Ctx<'_>) -> Result<Backend> {
+/// Which backend the root has. On the running system none is an error
+/// naming what is missing (the node would come up without its address);
+/// under `--root` (a directory being prepared or inspected) it is a
+/// warning and the step has nothing to do.
+pub fn backend(cx: &Ctx<'_>) -> Result<Option<Backend>> {
     let has = |paths: &[&str]| paths.iter().any(|p| cx.root.exists(p));
     if has(&["/usr/bin/cloud-init"]) {
-        Ok(Backend::CloudInit)
+        Ok(Some(Backend::CloudInit))
     } else if has(&["/usr/sbin/NetworkManager"]) {
-        Ok(Backend::NetworkManager)
+        Ok(Some(Backend::NetworkManager))
     } else if has(&[
         "/usr/lib/systemd/systemd-networkd",
         "/lib/systemd/systemd-networkd",
     ]) {
-        Ok(Backend::Networkd)
-    } else {
+        Ok(Some(Backend::Networkd))
+    } else if cx.live() {
         bail!("network-config: the image has neither NetworkManager nor systemd-networkd (nor cloud-init) to apply it")
+    } else {
+        eprintln!(
+            "nodebake-firstboot: warning: network-config not applied: the root has neither NetworkManager nor systemd-networkd"
+        );
+        Ok(None)
     }
 }
 
@@ -509,10 +517,10 @@ impl Step for Network {
         let Some(cfg) = cx.network else {
             return Ok(Vec::new());
         };
-        let b = backend(cx)?;
-        if b == Backend::CloudInit {
-            return Ok(Vec::new());
-        }
+        let b = match backend(cx)? {
+            None | Some(Backend::CloudInit) => return Ok(Vec::new()),
+            Some(b) => b,
+        };
         let mut p = pending_files(cx.root, &render(cfg, b))?;
         p.extend(runtime_pending(cx, cfg)?);
         Ok(p)
@@ -522,7 +530,9 @@ impl Step for Network {
         let Some(cfg) = cx.network else {
             return Ok(());
         };
-        let b = backend(cx)?;
+        let Some(b) = backend(cx)? else {
+            return Ok(());
+        };
         write_files(cx, &render(cfg, b))?;
         // First boot may start before udev has loaded the NIC driver: let
         // udev finish (bounded), then wait (bounded) for every interface
