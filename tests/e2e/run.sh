@@ -160,12 +160,14 @@ while [ ${#DONE_AT[@]} -lt 4 ]; do
 done
 
 errors=0
+FIGURES=()
 check() { if [ "$2" = "$3" ]; then :; else echo "e2e: $1: $4 is '$2', want '$3'" >&2; errors=$((errors+1)); fi; }
 calls() { clean "$2" | sed -n "s/^NBE2E-CALL-OK host=$1 n=[0-9]* call=//p"; }
 check_node() { # name suffix serial
   local name=$1 sfx=$2 line
   line=$(clean "$3" | grep -m1 "^NBE2E-NODE-OK ")
   log "$line"
+  FIGURES+=("$name: guest boot to first-boot-done $(field "$line" boot_s) s, agent's own run $(field "$line" agent_s) s")
   check "$name" "$(field "$line" host)" "$name" hostname
   check "$name" "$(field "$line" firstboot)" complete "first boot"
   check "$name" "$(field "$line" addr)" "192.168.147.1$sfx/24" "ens33 address"
@@ -258,5 +260,10 @@ log "VIP moved from $holder to $new $(echo "$T_MOVED - $T_KILL" | bc) s after th
 total=$(echo "$(date +%s.%N) - $T0" | bc)
 median=$(printf '%s\n' "${DONE_AT[@]}" | sort -n | awk '{a[NR]=$1} END{print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}')
 log "passed (machine: $(nproc) cores, QEMU TCG, $MEM MiB per guest; rebuild ${rebuild_s} s)"
+if [ $BENCH = 1 ]; then
+  for n in $NODES; do name=${n%%:*}; echo "e2e guest $name host_boot_to_done_s=${DONE_AT[$name]}"; done
+  printf 'e2e %s\n' "${FIGURES[@]}"
+  echo "e2e rebuild k8s-master2 host_s=$rebuild_s"
+fi
 [ $BENCH = 1 ] && printf 'e2e boot_to_done_s=%.1f vip_failover_s=%.1f total_s=%.1f\n' "$median" "$failover" "$total"
 exit 0
