@@ -18,14 +18,13 @@
 //! `nodebake`. Missing pieces skip the test, except under `CI=true`, where
 //! they fail it.
 
-use std::fs::File;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nodebake_suite as support;
 use support::guest::{
-    demo_inputs, marker_fields, marker_spec, read_log, tail, token, wait_marker, Guest, MarkerImage,
+    demo_inputs, marker_fields, marker_spec, read_log, tail, token, Guest, MarkerImage,
 };
 
 /// From QEMU's start to the marker: SeaBIOS, syslinux loading ~17 MiB
@@ -209,54 +208,28 @@ fn disk_image_boots_from_syslinux_to_systemd_and_reads_its_seed() {
             .arg(out.join("disk.qcow2"))
             .arg(&overlay),
     );
-    let log = tmp.path().join("serial.log");
-    let qemu_out_path = tmp.path().join("qemu.out");
-    let qemu_out = File::create(&qemu_out_path).unwrap();
     let started = Instant::now();
-    let mut guest = Guest {
-        child: Command::new("qemu-system-x86_64")
-            .args(["-m", &GUEST_MEM_MIB.to_string()])
-            .args([
-                "-nographic",
-                "-no-reboot",
-                "-display",
-                "none",
-                "-monitor",
-                "none",
-            ])
+    let mut guest = Guest::start(
+        tmp.path(),
+        GUEST_MEM_MIB,
+        [
             // k8s-node1's NIC (its MAC from the inventory), on user-mode
             // networking restricted to the guest: nothing leaves the host.
-            .arg("-nic")
-            .arg("user,model=virtio-net-pci,mac=52:54:00:93:01:41,restrict=on")
-            .arg("-drive")
-            .arg(format!("file={},if=virtio,format=qcow2", overlay.display()))
-            .arg("-drive")
-            .arg(format!(
-                "file={},if=virtio,format=raw,readonly=on",
-                seed.display()
-            ))
-            .arg("-serial")
-            .arg(format!("file:{}", log.display()))
-            .stdin(Stdio::null())
-            .stdout(qemu_out.try_clone().unwrap())
-            .stderr(qemu_out)
-            .spawn()
-            .expect("spawn qemu-system-x86_64"),
-    };
-    let marker = format!("NODEBAKE-BOOT-OK {token}");
-    let fields = wait_marker(
-        &mut guest,
-        &log,
-        &qemu_out_path,
-        &marker,
-        BOOT_TIMEOUT,
-        "the disk image",
+            "-nic".to_string(),
+            "user,model=virtio-net-pci,mac=52:54:00:93:01:41,restrict=on".to_string(),
+            "-drive".to_string(),
+            format!("file={},if=virtio,format=qcow2", overlay.display()),
+            "-drive".to_string(),
+            format!("file={},if=virtio,format=raw,readonly=on", seed.display()),
+        ],
     );
+    let marker = format!("NODEBAKE-BOOT-OK {token}");
+    let fields = guest.wait_marker(&marker, BOOT_TIMEOUT, "the disk image");
     eprintln!(
         "disk: marker after {:.1} s (QEMU TCG, {GUEST_MEM_MIB} MiB): {fields:?}",
         started.elapsed().as_secs_f64()
     );
-    let console = read_log(&log);
+    let console = read_log(&guest.serial);
     let ctx = || tail(&console, 60);
     assert!(
         console.contains("nodebake-stage1: switching root"),
@@ -300,13 +273,5 @@ fn disk_image_boots_from_syslinux_to_systemd_and_reads_its_seed() {
     );
 
     // The marker unit powers the guest off.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while guest.child.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "no poweroff\n{}",
-            tail(&read_log(&log), 40)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    guest.wait_exit(Duration::from_secs(120));
 }

@@ -16,14 +16,13 @@
 //! or cache skip the test with a message, except under `CI=true`, where
 //! they are failures.
 
-use std::fs::File;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nodebake_suite as support;
 use support::guest::{
-    demo_inputs, marker_spec, read_log, tail, token, wait_marker, Guest, MarkerImage, MARKER_UNIT,
+    demo_inputs, marker_spec, read_log, tail, token, Guest, MarkerImage, MARKER_UNIT,
 };
 
 /// How long the guest may take from QEMU's start to the marker. Under TCG
@@ -179,45 +178,26 @@ fn pxe_initramfs_boots_systemd_to_multi_user() {
     // 3. Boot it. The recorded command line is what a PXE config would
     //    pass; panic=-1 with -no-reboot turns a kernel panic into an
     //    immediate QEMU exit instead of a timeout.
-    let log = tmp.path().join("serial.log");
-    let qemu_out = File::create(tmp.path().join("qemu.out")).expect("qemu.out");
     let started = Instant::now();
-    let mut guest = Guest {
-        child: Command::new("qemu-system-x86_64")
-            .args(["-machine", "q35", "-m", &GUEST_MEM_MIB.to_string()])
-            .args([
-                "-nographic",
-                "-no-reboot",
-                "-display",
-                "none",
-                "-monitor",
-                "none",
-            ])
-            .args(["-nic", "none"])
-            .arg("-kernel")
-            .arg(&vmlinuz)
-            .arg("-initrd")
-            .arg(&initramfs)
-            .arg("-append")
-            .arg(format!("{cmdline} panic=-1"))
-            .arg("-serial")
-            .arg(format!("file:{}", log.display()))
-            .stdin(Stdio::null())
-            .stdout(qemu_out.try_clone().expect("dup"))
-            .stderr(qemu_out)
-            .spawn()
-            .expect("spawn qemu-system-x86_64"),
-    };
+    let mut guest = Guest::start(
+        tmp.path(),
+        GUEST_MEM_MIB,
+        [
+            "-machine".into(),
+            "q35".into(),
+            "-nic".into(),
+            "none".into(),
+            "-kernel".into(),
+            vmlinuz.clone().into_os_string(),
+            "-initrd".into(),
+            initramfs.clone().into_os_string(),
+            "-append".into(),
+            std::ffi::OsString::from(format!("{cmdline} panic=-1")),
+        ],
+    );
 
     let marker = format!("NODEBAKE-BOOT-OK {token}");
-    let fields = wait_marker(
-        &mut guest,
-        &log,
-        &tmp.path().join("qemu.out"),
-        &marker,
-        BOOT_TIMEOUT,
-        "the PXE image",
-    );
+    let fields = guest.wait_marker(&marker, BOOT_TIMEOUT, "the PXE image");
     let boot = started.elapsed();
     eprintln!(
         "boot: marker after {:.1} s (QEMU TCG, {GUEST_MEM_MIB} MiB): {fields:?}",
@@ -225,6 +205,7 @@ fn pxe_initramfs_boots_systemd_to_multi_user() {
     );
 
     let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("<missing>");
+    let log = guest.serial.clone();
     let console = || tail(&read_log(&log), 60);
     assert_eq!(
         field("pid1"),
@@ -254,19 +235,7 @@ fn pxe_initramfs_boots_systemd_to_multi_user() {
     );
 
     // The unit's `systemctl poweroff` must bring the guest down cleanly.
-    let deadline = Instant::now() + POWEROFF_TIMEOUT;
-    let status = loop {
-        if let Some(s) = guest.child.try_wait().expect("qemu status") {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "guest did not power off within {} s of the marker\n{}",
-            POWEROFF_TIMEOUT.as_secs(),
-            console()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let status = guest.wait_exit(POWEROFF_TIMEOUT);
     assert!(
         status.success(),
         "QEMU exited with {status} after poweroff\n{}",

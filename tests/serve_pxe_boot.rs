@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use nodebake_suite as support;
 use support::guest::{
-    demo_inputs, marker_fields, marker_spec, read_log, tail, token, wait_marker, Guest, MarkerImage,
+    demo_inputs, marker_fields, marker_spec, read_log, tail, token, Guest, MarkerImage,
 };
 
 /// From QEMU's start to the marker: the iPXE download of a ~130 MiB
@@ -160,49 +160,26 @@ fn ipxe_chains_to_serve_and_boots_the_initramfs_with_node_metadata_url() {
             )
         });
 
-    let log = tmp.path().join("serial.log");
-    let qemu_out = File::create(tmp.path().join("qemu.out")).expect("qemu.out");
     let started = Instant::now();
-    let mut guest = Guest {
-        child: Command::new("qemu-system-x86_64")
-            .args(["-m", &GUEST_MEM_MIB.to_string()])
-            .args([
-                "-nographic",
-                "-no-reboot",
-                "-display",
-                "none",
-                "-monitor",
-                "none",
-            ])
-            .arg("-netdev")
-            .arg(format!(
-                "user,id=n0,bootfile=http://10.0.2.2:{port}/boot.ipxe"
-            ))
-            .arg("-device")
-            .arg(format!("virtio-net-pci,netdev=n0,mac={NODE1_MAC}"))
-            .args(["-boot", "n"])
-            .arg("-serial")
-            .arg(format!("file:{}", log.display()))
-            .stdin(Stdio::null())
-            .stdout(qemu_out.try_clone().expect("dup"))
-            .stderr(qemu_out)
-            .spawn()
-            .expect("spawn qemu-system-x86_64"),
-    };
-    let marker = format!("NODEBAKE-BOOT-OK {token}");
-    let fields = wait_marker(
-        &mut guest,
-        &log,
-        &tmp.path().join("qemu.out"),
-        &marker,
-        BOOT_TIMEOUT,
-        "the PXE guest",
+    let mut guest = Guest::start(
+        tmp.path(),
+        GUEST_MEM_MIB,
+        [
+            "-netdev".to_string(),
+            format!("user,id=n0,bootfile=http://10.0.2.2:{port}/boot.ipxe"),
+            "-device".to_string(),
+            format!("virtio-net-pci,netdev=n0,mac={NODE1_MAC}"),
+            "-boot".to_string(),
+            "n".to_string(),
+        ],
     );
+    let marker = format!("NODEBAKE-BOOT-OK {token}");
+    let fields = guest.wait_marker(&marker, BOOT_TIMEOUT, "the PXE guest");
     eprintln!(
         "pxe: marker after {:.1} s (QEMU TCG, iPXE over user networking): {fields:?}",
         started.elapsed().as_secs_f64()
     );
-    let console = read_log(&log);
+    let console = read_log(&guest.serial);
     let cmdline = console
         .lines()
         .find_map(|l| l.split("NODEBAKE-CMDLINE-OK ").nth(1))

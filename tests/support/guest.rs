@@ -4,11 +4,12 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 
 /// The demo cache, as scripts/demo.sh finds it.
 pub fn demo_cache() -> PathBuf {
@@ -101,6 +102,101 @@ pub fn marker_fields(log: &str, marker: &str) -> Option<BTreeMap<String, String>
 pub struct Guest {
     /// The QEMU process.
     pub child: Child,
+    /// The serial console, written by QEMU.
+    pub serial: PathBuf,
+    /// QEMU's own stdout and stderr.
+    pub qemu_out: PathBuf,
+}
+
+impl Guest {
+    /// Starts a headless `qemu-system-x86_64` with `mem_mib` of RAM,
+    /// `-no-reboot`, no monitor, the serial console to `dir/serial.log` and
+    /// QEMU's own output to `dir/qemu.out`, plus the test's `args`
+    /// (machine, disks, NICs, kernel).
+    pub fn start<I, S>(dir: &Path, mem_mib: u32, args: I) -> Guest
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let serial = dir.join("serial.log");
+        let qemu_out = dir.join("qemu.out");
+        let out = File::create(&qemu_out).expect("qemu.out");
+        let child = Command::new("qemu-system-x86_64")
+            .args(["-m", &mem_mib.to_string()])
+            .args([
+                "-nographic",
+                "-no-reboot",
+                "-display",
+                "none",
+                "-monitor",
+                "none",
+            ])
+            .args(args)
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup qemu.out"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn qemu-system-x86_64");
+        Guest {
+            child,
+            serial,
+            qemu_out,
+        }
+    }
+
+    /// Waits (bounded) for QEMU to exit after the guest powered off and
+    /// returns its status; panics with the console's tail on timeout.
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("qemu status") {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "guest did not power off within {} s\n{}",
+                timeout.as_secs(),
+                tail(&read_log(&self.serial), 60)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+
+    /// Polls the serial console until the complete line after `marker`
+    /// appears and returns its fields; panics with QEMU's output and the
+    /// console's tail when QEMU exits first or `timeout` passes.
+    pub fn wait_marker(
+        &mut self,
+        marker: &str,
+        timeout: std::time::Duration,
+        what: &str,
+    ) -> BTreeMap<String, String> {
+        let started = std::time::Instant::now();
+        loop {
+            let text = read_log(&self.serial);
+            if let Some(f) = marker_fields(&text, marker) {
+                return f;
+            }
+            let exited = self.child.try_wait().expect("qemu status");
+            if exited.is_some() || started.elapsed() > timeout {
+                let why = match exited {
+                    Some(s) => format!(
+                        "QEMU exited ({s}) after {:.0} s",
+                        started.elapsed().as_secs_f64()
+                    ),
+                    None => format!("no marker within {} s", timeout.as_secs()),
+                };
+                panic!(
+                    "{what} did not boot to {MARKER_UNIT}: {why}\nQEMU output:\n{}\nlast 60 lines of the serial console:\n{}",
+                    read_log(&self.qemu_out),
+                    tail(&read_log(&self.serial), 60)
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
 }
 
 impl Drop for Guest {
@@ -258,40 +354,4 @@ enable = [{enable}]
         extra = img.extra,
         outputs = img.outputs,
     )
-}
-
-/// Polls the serial log until the complete line after `marker` appears
-/// and returns its fields; panics with QEMU's output and the console's
-/// tail when QEMU exits first or `timeout` passes.
-pub fn wait_marker(
-    guest: &mut Guest,
-    log: &Path,
-    qemu_out: &Path,
-    marker: &str,
-    timeout: std::time::Duration,
-    what: &str,
-) -> BTreeMap<String, String> {
-    let started = std::time::Instant::now();
-    loop {
-        let text = read_log(log);
-        if let Some(f) = marker_fields(&text, marker) {
-            return f;
-        }
-        let exited = guest.child.try_wait().expect("qemu status");
-        if exited.is_some() || started.elapsed() > timeout {
-            let why = match exited {
-                Some(s) => format!(
-                    "QEMU exited ({s}) after {:.0} s",
-                    started.elapsed().as_secs_f64()
-                ),
-                None => format!("no marker within {} s", timeout.as_secs()),
-            };
-            panic!(
-                "{what} did not boot to {MARKER_UNIT}: {why}\nQEMU output:\n{}\nlast 60 lines of the serial console:\n{}",
-                read_log(qemu_out),
-                tail(&read_log(log), 60)
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
 }
