@@ -231,31 +231,21 @@ pub fn iso9660(label: &str, files: &[(&str, &[u8])]) -> Result<Vec<u8>> {
 /// files dated 2000-01-01, so the bytes are the same on every run. Needs
 /// dosfstools and mtools; fails naming them when missing.
 pub fn vfat(label: &str, files: &[(&str, &[u8])]) -> Result<Vec<u8>> {
-    use anyhow::{bail, Context};
-    use std::process::Command;
+    use crate::tools::{self, MCOPY, MKFS_FAT};
+    use anyhow::Context;
     let tmp = tempfile::tempdir()?;
     let img = tmp.path().join("seed.img");
     let total: usize = files.iter().map(|f| f.1.len()).sum();
     let kib = (total / 1024 * 2 + 512).max(1024);
-    let run = |cmd: &mut Command, what: &str| -> Result<()> {
-        let o = cmd.output().map_err(|e| {
-            anyhow::anyhow!("{what}: {e} (the vfat seed needs mkfs.vfat and mcopy: apt-get install dosfstools mtools)")
-        })?;
-        if !o.status.success() {
-            bail!(
-                "{what} failed: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-        }
-        Ok(())
-    };
-    run(
-        Command::new("mkfs.vfat")
+    tools::run(
+        MKFS_FAT,
+        MKFS_FAT
+            .command()?
             .arg("-C")
             .arg(&img)
             .arg(kib.to_string())
             .args(["-n", &label.to_ascii_uppercase(), "--invariant"]),
-        "mkfs.vfat",
+        "making the vfat seed",
     )?;
     let epoch = std::time::UNIX_EPOCH + std::time::Duration::from_secs(946_684_800);
     for (name, data) in files {
@@ -266,14 +256,16 @@ pub fn vfat(label: &str, files: &[(&str, &[u8])]) -> Result<Vec<u8>> {
             .open(&src)?
             .set_modified(epoch)
             .context("dating a seed file")?;
-        run(
-            Command::new("mcopy")
+        tools::run(
+            MCOPY,
+            MCOPY
+                .command()?
                 .arg("-m")
                 .arg("-i")
                 .arg(&img)
                 .arg(&src)
                 .arg(format!("::{name}")),
-            "mcopy",
+            &format!("copying {name} into the vfat seed"),
         )?;
     }
     Ok(std::fs::read(&img)?)
