@@ -395,3 +395,100 @@ pub fn status(root: &Root) -> Result<String> {
     }
     Ok(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kubeadm::endpoint::Backoff;
+    use crate::runner::{Cmd, HostnameState, Outcome};
+    use crate::steps::kubeadm::join::WaitEndpoint;
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// A live runner whose endpoint probes answer from a script (true:
+    /// the handshake succeeds); anything else is a test failure.
+    struct ScriptedProbes(Mutex<VecDeque<bool>>);
+
+    impl Runner for ScriptedProbes {
+        fn run(&self, cmd: &Cmd) -> Result<Outcome> {
+            assert!(
+                cmd.program == "timeout" && cmd.args.iter().any(|a| a == "s_client"),
+                "unexpected command {cmd}"
+            );
+            let next = self.0.lock().unwrap().pop_front();
+            match next.expect("more probes than scripted") {
+                true => Ok(Outcome::Ran(String::new())),
+                false => bail!("`{cmd}` failed (exit status: 1): 40E7:error:0A000126:SSL routines::unexpected eof while reading"),
+            }
+        }
+        fn set_hostname(&self, _: &str) -> Result<Outcome> {
+            unreachable!()
+        }
+        fn query_hostname(&self) -> Result<Option<HostnameState>> {
+            Ok(None)
+        }
+        fn is_live(&self) -> bool {
+            true
+        }
+        fn skipped(&self) -> Vec<String> {
+            Vec::new()
+        }
+    }
+
+    /// The endpoint step on a worker whose probes follow `script`; what is
+    /// left of the script afterwards.
+    fn wait_endpoint(script: &[bool]) -> (Result<StepOutcome>, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = RunOptions::new(Root::new(dir.path()));
+        opts.metadata = Some(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/fixtures/metadata/seed-ha/k8s-node1"
+            )
+            .into(),
+        );
+        let loaded = load(&opts, false).unwrap();
+        let quick = |tries| Backoff {
+            tries,
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(1),
+        };
+        let join = JoinSettings {
+            endpoint: quick(5),
+            endpoint_confirm: quick(3),
+            ..JoinSettings::default()
+        };
+        let runner = ScriptedProbes(Mutex::new(script.iter().copied().collect()));
+        let cs = ContainerdSettings::default();
+        let mut cx = ctx(&loaded, &opts.root, &runner, &cs, &join);
+        let out = run_step(&WaitEndpoint, &mut cx);
+        let left = runner.0.lock().unwrap().len();
+        (out, left)
+    }
+
+    #[test]
+    fn endpoint_wait_tolerates_a_load_balancer_still_settling() {
+        // Check: 3 failures (pending). Wait: fails, answers. Verify: one
+        // connection lands on a master that is not up yet, the next
+        // answers — the step is done, not a failed first boot.
+        let (out, left) = wait_endpoint(&[false, false, false, false, true, false, true]);
+        assert!(
+            matches!(out, Ok(StepOutcome::Applied { ref unverified }) if unverified.is_empty()),
+            "{out:?}"
+        );
+        assert_eq!(left, 0);
+        // Answers at once: nothing to do.
+        let (out, _) = wait_endpoint(&[true]);
+        assert!(matches!(out, Ok(StepOutcome::AlreadyInPlace)), "{out:?}");
+    }
+
+    #[test]
+    fn endpoint_that_stops_answering_after_the_wait_fails_the_step() {
+        let (out, left) = wait_endpoint(&[false, false, false, true, false, false, false]);
+        let e = format!("{:#}", out.unwrap_err());
+        assert!(e.contains("still pending after apply"), "{e}");
+        assert!(e.contains("master.k8s.io:16443"), "{e}");
+        assert_eq!(left, 0);
+    }
+}

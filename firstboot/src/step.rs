@@ -61,6 +61,10 @@ pub struct JoinSettings {
     pub etcd: Backoff,
     /// The initialiser's look at the endpoint (answers: it was rebuilt).
     pub rebuild_probe: Backoff,
+    /// The endpoint wait's check and verify: a few quick probes, since a
+    /// load balancer whose backends are still coming up (haproxy has not
+    /// yet marked them down) answers some connections and not others.
+    pub endpoint_confirm: Backoff,
     /// Waiting for this master's turn to join the control plane.
     pub turn: Backoff,
     /// etcd client port on the masters.
@@ -96,6 +100,11 @@ impl Default for JoinSettings {
                 max: Duration::from_secs(10),
             },
             rebuild_probe: Backoff {
+                tries: 3,
+                initial: Duration::from_secs(2),
+                max: Duration::from_secs(2),
+            },
+            endpoint_confirm: Backoff {
                 tries: 3,
                 initial: Duration::from_secs(2),
                 max: Duration::from_secs(2),

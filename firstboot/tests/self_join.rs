@@ -219,6 +219,7 @@ fn fast() -> JoinSettings {
         attempts: b(3),
         ready: b(5),
         etcd: b(2),
+        endpoint_confirm: b(2),
         ..JoinSettings::default()
     }
 }

@@ -77,9 +77,16 @@ pub fn probe(runner: &dyn Runner, cmd: &Cmd) -> Probe {
     }
 }
 
+/// The last non-empty line of a failure, at most 240 characters: its end
+/// (openssl's reason comes after the command line and exit status).
 fn last_line(s: &str) -> String {
     let line = s.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(s);
-    line.chars().take(200).collect()
+    let n = line.chars().count();
+    if n <= 240 {
+        return line.to_string();
+    }
+    let tail: String = line.chars().skip(n - 240).collect();
+    format!("…{tail}")
 }
 
 /// Probes until the endpoint answers (or the runner skips), at most
@@ -109,6 +116,16 @@ pub fn wait_for_endpoint(runner: &dyn Runner, cmd: &Cmd, what: &str, b: &Backoff
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_keeps_its_reason_at_the_end_of_a_long_line() {
+        let cmd = "`timeout 10 openssl s_client".to_string() + &" -x".repeat(150);
+        let e = format!("{cmd}` failed (exit status: 1): 40E7:error:0A000126:SSL routines::unexpected eof while reading\n\n");
+        let got = last_line(&e);
+        assert!(got.ends_with("unexpected eof while reading"), "{got}");
+        assert!(got.starts_with('…') && got.chars().count() == 241, "{got}");
+        assert_eq!(last_line("a\nshort reason\n"), "short reason");
+    }
 
     #[test]
     fn backoff_doubles_up_to_max() {

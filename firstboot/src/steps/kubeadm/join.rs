@@ -10,7 +10,7 @@ use super::{
     arg_path, effective_path, joined, kubeadm, reset_partial_state, KUBEADM_CONFIG, PKI_DIR,
 };
 use crate::kubeadm::config::{endpoint, uses_shared_ca, JoinPath};
-use crate::kubeadm::endpoint::{probe, probe_command, wait_for_endpoint, Probe};
+use crate::kubeadm::endpoint::{probe, probe_command, wait_for_endpoint, Backoff, Probe};
 use crate::kubeadm::etcd::{
     mint_client_cert, remove_stale_etcd_member, wait_for_join_turn, EtcdAccess,
 };
@@ -122,7 +122,11 @@ impl Step for WaitEndpoint {
         if joined(cx) || effective_path(cx)? == JoinPath::Init {
             return Ok(Vec::new());
         }
-        if cx.live() && probe(cx.runner, &endpoint_probe(cx)) == Probe::Ok {
+        // A few quick probes, not one: right after the wait answered, a
+        // single probe through a load balancer that still sends some
+        // connections to masters that are not up yet could fail and fail
+        // the whole first boot.
+        if cx.live() && answers(cx, &cx.join.endpoint_confirm) {
             return Ok(Vec::new());
         }
         Ok(vec![Pending::Runtime(format!(
@@ -141,8 +145,12 @@ impl Step for WaitEndpoint {
 /// Whether the endpoint answers now (a few quick tries); used by the
 /// initialiser to tell a fresh cluster from its own rebuild.
 pub fn endpoint_answers(cx: &Ctx<'_>) -> bool {
+    answers(cx, &cx.join.rebuild_probe)
+}
+
+/// Whether the endpoint answers within `b.tries` probes.
+fn answers(cx: &Ctx<'_>, b: &Backoff) -> bool {
     let cmd = endpoint_probe(cx);
-    let b = &cx.join.rebuild_probe;
     let tries = b.tries.max(1);
     for n in 1..=tries {
         match probe(cx.runner, &cmd) {
