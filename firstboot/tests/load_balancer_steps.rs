@@ -40,6 +40,9 @@ fn masters_get_checked_configs_and_running_services() {
     assert!(k.contains("priority 100\n") && k.contains("nopreempt"));
     assert!(k.contains("auth_pass k8sVRRP1"));
     assert!(k.contains("192.168.147.154/32 dev ens33"));
+    // The track script runs every second but may take 3 s (a busy master
+    // is not a failed haproxy).
+    assert!(k.contains("    interval 1\n    timeout 3\n"), "{k}");
     let h = std::fs::read_to_string(t.path().join("etc/haproxy/haproxy.cfg")).unwrap();
     assert!(h.contains("bind *:16443"));
     for ip in ["192.168.147.137", "192.168.147.139", "192.168.147.140"] {

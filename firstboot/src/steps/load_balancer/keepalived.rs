@@ -67,12 +67,19 @@ fn advert_int(ms: u32) -> String {
     }
 }
 
+/// Shortest track-script timeout, seconds.
+pub const CHECK_TIMEOUT_MIN_S: u32 = 3;
+
 /// Renders `keepalived.conf`; `check_script` is the track script's path.
 /// The instance starts as BACKUP everywhere: the highest priority wins the
 /// first election, and with `nopreempt` (or `preempt_delay`) a recovered
 /// master does not take the VIP back at once. The track script has no
 /// weight, so a failing check moves the node to FAULT (it releases the VIP
-/// at once and a backup takes over after its skew time).
+/// at once and a backup takes over after its skew time). The check's
+/// timeout is at least [`CHECK_TIMEOUT_MIN_S`]: a dead haproxy refuses the
+/// connect at once, so a longer timeout does not slow detection, while a
+/// one-second timeout sent busy masters (the script is a fork and exec) to
+/// FAULT one after the other and left no VIP at all in the e2e test.
 pub fn render_config(node: &NodeConfig, check_script: &str) -> String {
     let lb = &node.load_balancer;
     let v3 = lb.vrrp_version() == 3;
@@ -93,7 +100,7 @@ global_defs {{
 vrrp_script nodebake_check_haproxy {{
     script \"{check_script}\"
     interval {interval}
-    timeout {interval}
+    timeout {timeout}
     fall {fall}
     rise {rise}
 }}
@@ -108,6 +115,7 @@ vrrp_instance nodebake_apiserver {{
         host = node.hostname,
         version = lb.vrrp_version(),
         interval = lb.check_interval_s,
+        timeout = lb.check_interval_s.max(CHECK_TIMEOUT_MIN_S),
         fall = lb.check_fall,
         rise = lb.check_rise,
         iface = node.interface,
