@@ -45,6 +45,10 @@ fn masters_get_checked_configs_and_running_services() {
     assert!(k.contains("    interval 1\n    timeout 3\n"), "{k}");
     let h = std::fs::read_to_string(t.path().join("etc/haproxy/haproxy.cfg")).unwrap();
     assert!(h.contains("bind *:16443"));
+    assert!(
+        h.contains("    timeout connect 1000ms\n") && h.contains("    timeout check 2000ms\n"),
+        "{h}"
+    );
     for ip in ["192.168.147.137", "192.168.147.139", "192.168.147.140"] {
         assert!(h.contains(&format!("{ip}:6443")), "{h}");
     }

@@ -99,8 +99,15 @@ T_BUILD=$(date +%s.%N)
 log "image built in $(echo "$(date +%s.%N) - $T_BUILD" | bc) s"
 
 # 2. Inventory: the seed's first three masters and first worker.
-awk 'BEGIN{n=0} /^\[\[machines\]\]/{n++} n<=4' "$REPO/examples/seed-ha-cluster.toml" |
-  sed 's|^image = .*|image = "images/demo.toml"|' >"$WORK/inventory.toml"
+#    Load balancer timing for four TCG guests on two cores, where a TLS
+#    handshake or a fork+exec takes seconds: with the defaults (1 s
+#    handshake bound, 1 s track script) the stand-ins flapped out of
+#    haproxy and the masters went to FAULT in turn (no VIP at all).
+{
+  awk 'BEGIN{n=0} /^\[\[machines\]\]/{n++} n<=4' "$REPO/examples/seed-ha-cluster.toml" |
+    sed 's|^image = .*|image = "images/demo.toml"|'
+  printf '\n[load_balancer]\nconnect_timeout_ms = 5000\nbackend_inter_ms = 3000\nbackend_fall = 3\ncheck_interval_s = 5\ncheck_fall = 2\n'
+} >"$WORK/inventory.toml"
 "$REPO/target/release/nodebake" cluster init "$WORK/inventory.toml" --out "$WORK/cluster" >"$WORK/cluster.log" 2>&1 \
   || { cat "$WORK/cluster.log"; fail "cluster init"; }
 

@@ -51,6 +51,7 @@
 //!     backend_inter_ms: 1000      # haproxy apiserver checks
 //!     backend_fall: 2
 //!     backend_rise: 2
+//!     connect_timeout_ms: 1000    # haproxy timeout connect (and check TLS handshake)
 //!     health_path: /healthz       # /healthz | /readyz
 //!     verify_apiserver_ca: false  # true: check against secrets.ca.ca_crt
 //!     apiserver_port: 6443

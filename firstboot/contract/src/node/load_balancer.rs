@@ -80,6 +80,14 @@ pub struct LoadBalancerSettings {
     /// Good health checks before it comes back.
     #[serde(default = "default_two")]
     pub backend_rise: u32,
+    /// haproxy `timeout connect`, milliseconds (default 1000): how long a
+    /// connection to an apiserver that does not answer (a dead host sends
+    /// no RST) waits before haproxy retries another one, and how long a
+    /// health check's TLS handshake may take. Raise it on slow or heavily
+    /// loaded masters (kubeadm's HA guide uses 5000), where 1 s handshakes
+    /// time out and apiservers flap out of the rotation.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u32,
     /// apiserver health path: `/healthz` (default) or `/readyz`.
     #[serde(default = "default_health_path")]
     pub health_path: String,
@@ -117,6 +125,7 @@ impl Default for LoadBalancerSettings {
             backend_inter_ms: default_backend_inter_ms(),
             backend_fall: 2,
             backend_rise: 2,
+            connect_timeout_ms: default_connect_timeout_ms(),
             health_path: default_health_path(),
             verify_apiserver_ca: false,
             apiserver_port: default_apiserver_port(),
@@ -150,6 +159,9 @@ fn default_two() -> u32 {
     2
 }
 fn default_backend_inter_ms() -> u32 {
+    1000
+}
+fn default_connect_timeout_ms() -> u32 {
     1000
 }
 fn default_health_path() -> String {
@@ -201,6 +213,8 @@ pub struct LoadBalancer {
     pub backend_fall: u32,
     /// haproxy check rise.
     pub backend_rise: u32,
+    /// haproxy `timeout connect`, milliseconds.
+    pub connect_timeout_ms: u32,
     /// apiserver health path.
     pub health_path: String,
     /// Verify apiservers against the cluster CA.

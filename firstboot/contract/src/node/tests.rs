@@ -313,9 +313,16 @@ fn load_balancer_errors_name_their_fields() {
     t.load_balancer.mode = "pods".into();
     t.load_balancer.health_path = "/".into();
     t.load_balancer.check_fall = 0;
+    t.load_balancer.connect_timeout_ms = 50;
     assert_field(&m, &t, "nodebake.load_balancer.mode", "unknown mode");
     assert_field(&m, &t, "nodebake.load_balancer.health_path", "health path");
     assert_field(&m, &t, "nodebake.load_balancer.check_fall", "outside 1-10");
+    assert_field(
+        &m,
+        &t,
+        "nodebake.load_balancer.connect_timeout_ms",
+        "outside 100-60000",
+    );
 }
 
 #[test]

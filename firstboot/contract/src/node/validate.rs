@@ -551,6 +551,7 @@ fn validate_load_balancer(
         ("backend_inter_ms", lb.backend_inter_ms, 100, 60_000),
         ("backend_fall", lb.backend_fall, 1, 10),
         ("backend_rise", lb.backend_rise, 1, 10),
+        ("connect_timeout_ms", lb.connect_timeout_ms, 100, 60_000),
     ] {
         if !(lo..=hi).contains(&v) {
             e.add(f(name), format!("{v} is outside {lo}-{hi}"));
@@ -649,6 +650,7 @@ fn validate_load_balancer(
         backend_inter_ms: lb.backend_inter_ms,
         backend_fall: lb.backend_fall,
         backend_rise: lb.backend_rise,
+        connect_timeout_ms: lb.connect_timeout_ms,
         health_path: lb.health_path.clone(),
         verify_apiserver_ca: lb.verify_apiserver_ca,
         apiserver_port: lb.apiserver_port,

@@ -34,10 +34,11 @@ defaults
     # once, so clients do not see a backend that died between two checks.
     retries 3
     option redispatch 1
-    timeout connect 1s
+    # Also bounds a health check's TLS handshake.
+    timeout connect {connect}ms
     timeout client 1h
     timeout server 1h
-    timeout check 2s
+    timeout check {check}ms
     timeout queue 5s
 
 frontend nodebake-apiserver
@@ -53,6 +54,8 @@ backend nodebake-apiservers
 ",
         port = node.endpoint.port,
         path = lb.health_path,
+        connect = lb.connect_timeout_ms,
+        check = lb.connect_timeout_ms.max(2000),
         inter = lb.backend_inter_ms,
         fall = lb.backend_fall,
         rise = lb.backend_rise,
