@@ -4,8 +4,9 @@
 #      Debian inputs the tests share and builds the static first-boot agent;
 #   2. checks the acceptance lines of the demo: a second build gives the same
 #      SHA256SUMS, `nodebake verify` passes, and fails after one byte changes;
-#   3. builds every binary and runs `cargo test --workspace`.
-# The end-to-end cluster test (tests/e2e/run.sh, four VMs) runs separately.
+#   3. builds every binary and runs `cargo test --workspace`;
+#   4. runs the end-to-end cluster test (tests/e2e/run.sh --bench: four
+#      QEMU guests from one disk image, rebuild, VIP failover; root).
 # Needs the packages .ci/run installs (Debian: see .ci/packages.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,3 +36,6 @@ echo "demo: verify catches a changed byte and names rootfs.tar.gz"
 echo "== cargo test --workspace"
 cargo build --workspace --all-targets
 cargo test --workspace 2>&1
+
+echo "== end to end: four VMs from one image (tests/e2e/run.sh --bench)"
+tests/e2e/run.sh --bench

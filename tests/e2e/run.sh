@@ -241,6 +241,7 @@ start_guest k8s-master2 39
 wait_report k8s-master2 "$WORK/k8s-master2.serial" "$BOOT_TIMEOUT"
 rebuild_s=$(echo "$(date +%s.%N) - $T_REBUILD" | bc)
 check_node k8s-master2 39 "$WORK/k8s-master2.serial"
+FIGURES[-1]=${FIGURES[-1]/k8s-master2:/k8s-master2 (rebuilt):}
 has "$WORK/k8s-master2.serial" "removing stale etcd member" || { echo "e2e: k8s-master2: no stale etcd member removal on the console" >&2; errors=$((errors+1)); }
 [ $errors = 0 ] || fail "rebuild: $errors check(s) failed"
 log "k8s-master2 rebuilt in $rebuild_s s (stale etcd member removed, joined again)"
