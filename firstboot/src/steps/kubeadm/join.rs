@@ -126,7 +126,7 @@ impl Step for WaitEndpoint {
         // single probe through a load balancer that still sends some
         // connections to masters that are not up yet could fail and fail
         // the whole first boot.
-        if cx.live() && answers(cx, &cx.join.endpoint_confirm) {
+        if cx.live() && endpoint_answers(cx, &cx.join.endpoint_confirm) {
             return Ok(Vec::new());
         }
         Ok(vec![Pending::Runtime(format!(
@@ -142,14 +142,10 @@ impl Step for WaitEndpoint {
     }
 }
 
-/// Whether the endpoint answers now (a few quick tries); used by the
-/// initialiser to tell a fresh cluster from its own rebuild.
-pub fn endpoint_answers(cx: &Ctx<'_>) -> bool {
-    answers(cx, &cx.join.rebuild_probe)
-}
-
-/// Whether the endpoint answers within `b.tries` probes.
-fn answers(cx: &Ctx<'_>, b: &Backoff) -> bool {
+/// Whether the endpoint answers now, within `b.tries` quick probes: the
+/// endpoint step's check, and the initialiser telling a fresh cluster from
+/// its own rebuild.
+pub fn endpoint_answers(cx: &Ctx<'_>, b: &Backoff) -> bool {
     let cmd = endpoint_probe(cx);
     let tries = b.tries.max(1);
     for n in 1..=tries {

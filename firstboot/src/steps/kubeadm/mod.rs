@@ -157,7 +157,7 @@ impl Step for DecideJoinPath {
     }
 
     fn apply(&self, cx: &mut Ctx<'_>) -> Result<()> {
-        let answers = !joined(cx) && join::endpoint_answers(cx);
+        let answers = !joined(cx) && join::endpoint_answers(cx, &cx.join.rebuild_probe);
         let path = if answers {
             eprintln!(
                 "nodebake-firstboot: the control-plane endpoint already answers: this initialiser \
