@@ -147,10 +147,15 @@ field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1"; }
 
 # 4. Every node reports once its first boot is over.
 declare -A DONE_AT=()
+# Whether guest $1 has reported on its console $2; a QEMU that exited
+# fails the run.
+reported() {
+  kill -0 "${PID_OF[$1]}" 2>/dev/null || fail "$1's QEMU exited: $(cat "$WORK/$1.qemu")"
+  has "$2" "^NBE2E-NODE-OK "
+}
 wait_report() { # name serial-file deadline-seconds
   local deadline=$(( $(date +%s) + $3 ))
-  until has "$2" "^NBE2E-NODE-OK "; do
-    kill -0 "${PID_OF[$1]}" 2>/dev/null || fail "$1's QEMU exited: $(cat "$WORK/$1.qemu")"
+  until reported "$1" "$2"; do
     [ "$(date +%s)" -lt $deadline ] || fail "$1 did not report within $3 s"
     sleep 2
   done
@@ -161,8 +166,7 @@ while [ ${#DONE_AT[@]} -lt 4 ]; do
   for n in $NODES; do
     name=${n%%:*}
     [ -n "${DONE_AT[$name]:-}" ] && continue
-    kill -0 "${PID_OF[$name]}" 2>/dev/null || fail "$name's QEMU exited: $(cat "$WORK/$name.qemu")"
-    if has "$WORK/$name.serial" "^NBE2E-NODE-OK "; then
+    if reported "$name" "$WORK/$name.serial"; then
       DONE_AT[$name]=$(echo "$(date +%s.%N) - $T_BOOT" | bc); log "$name: first boot over after ${DONE_AT[$name]} s"
     fi
   done
@@ -174,11 +178,11 @@ errors=0
 FIGURES=()
 check() { if [ "$2" = "$3" ]; then :; else echo "e2e: $1: $4 is '$2', want '$3'" >&2; errors=$((errors+1)); fi; }
 calls() { clean "$2" | sed -n "s/^NBE2E-CALL-OK host=$1 n=[0-9]* call=//p"; }
-check_node() { # name suffix serial
+check_node() { # name suffix serial [label for the figures]
   local name=$1 sfx=$2 line
   line=$(clean "$3" | grep "^NBE2E-NODE-OK " | awk 'NR == 1')
   log "$line"
-  FIGURES+=("$name: guest boot to first-boot-done $(field "$line" boot_s) s, agent's own run $(field "$line" agent_s) s")
+  FIGURES+=("${4:-$name}: guest boot to first-boot-done $(field "$line" boot_s) s, agent's own run $(field "$line" agent_s) s")
   check "$name" "$(field "$line" host)" "$name" hostname
   check "$name" "$(field "$line" firstboot)" complete "first boot"
   check "$name" "$(field "$line" addr)" "192.168.147.1$sfx/24" "ens33 address"
@@ -240,8 +244,7 @@ mv "$WORK/k8s-master2.serial" "$WORK/k8s-master2-first.serial"
 start_guest k8s-master2 39
 wait_report k8s-master2 "$WORK/k8s-master2.serial" "$BOOT_TIMEOUT"
 rebuild_s=$(echo "$(date +%s.%N) - $T_REBUILD" | bc)
-check_node k8s-master2 39 "$WORK/k8s-master2.serial"
-FIGURES[-1]=${FIGURES[-1]/k8s-master2:/k8s-master2 (rebuilt):}
+check_node k8s-master2 39 "$WORK/k8s-master2.serial" "k8s-master2 (rebuilt)"
 has "$WORK/k8s-master2.serial" "removing stale etcd member" || { echo "e2e: k8s-master2: no stale etcd member removal on the console" >&2; errors=$((errors+1)); }
 [ $errors = 0 ] || fail "rebuild: $errors check(s) failed"
 log "k8s-master2 rebuilt in $rebuild_s s (stale etcd member removed, joined again)"
@@ -276,6 +279,6 @@ if [ $BENCH = 1 ]; then
   for n in $NODES; do name=${n%%:*}; echo "e2e guest $name host_boot_to_done_s=${DONE_AT[$name]}"; done
   printf 'e2e %s\n' "${FIGURES[@]}"
   echo "e2e rebuild k8s-master2 host_s=$rebuild_s"
+  printf 'e2e boot_to_done_s=%.1f vip_failover_s=%.1f total_s=%.1f\n' "$median" "$failover" "$total"
 fi
-[ $BENCH = 1 ] && printf 'e2e boot_to_done_s=%.1f vip_failover_s=%.1f total_s=%.1f\n' "$median" "$failover" "$total"
 exit 0
