@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use nodebake_contract::{image::ImageMetadata, layout};
 
 use crate::agent::{self, RunOptions, StepOutcome};
-use crate::kubeadm::config::{render_kubeadm_config, RenderOptions};
+use crate::kubeadm::config::{render_kubeadm_config, render_token_config, JoinPath, RenderOptions};
 use crate::root::Root;
 use crate::runner::{RecordingRunner, Runner, SystemRunner};
 
@@ -59,6 +59,14 @@ enum Command {
         /// Metadata source (as for `run`).
         #[arg(long)]
         metadata: Option<String>,
+        /// Render for this join path instead of the node's own (a rebuilt
+        /// initialiser takes `control-plane-join`).
+        #[arg(long, value_enum)]
+        path: Option<JoinPath>,
+        /// Print the token-only configuration `kubeadm token create
+        /// --config` reads (the bootstrap token keep-alive) instead.
+        #[arg(long, conflicts_with = "path")]
+        token_config: bool,
     },
     /// On a master: re-create the pre-generated bootstrap token if the
     /// cluster no longer has it (for a periodic timer).
@@ -191,12 +199,22 @@ impl Cli {
                 opts.metadata = metadata;
                 print_plan(&opts, runner.as_ref())
             }
-            Command::KubeadmConfig { root, metadata } => {
+            Command::KubeadmConfig {
+                root,
+                metadata,
+                path,
+                token_config,
+            } => {
                 let (r, runner) = runner_for(&root);
                 let mut opts = RunOptions::new(r);
                 opts.metadata = metadata;
                 let loaded = agent::load(&opts, runner.is_live())?;
-                let o = RenderOptions::from_profile(&loaded.node, &loaded.profile);
+                let mut o = RenderOptions::from_profile(&loaded.node, &loaded.profile);
+                if token_config {
+                    print!("{}", render_token_config(&loaded.node, &o.token_ttl)?);
+                    return Ok(());
+                }
+                o.path = path.unwrap_or(o.path);
                 print!("{}", render_kubeadm_config(&loaded.node, &o)?);
                 Ok(())
             }

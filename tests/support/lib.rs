@@ -288,3 +288,24 @@ pub fn tree_digest(dir: &Path) -> String {
     lines.sort();
     sha256_hex(lines.join("\n").as_bytes())
 }
+
+/// The directory of the real Kubernetes v1.28.7 binaries (kubeadm, kubelet,
+/// kubectl, control plane), unpacked from `../shared/kubernetes` by
+/// `scripts/kubernetes-bin.sh` on first use. `None` (with a printed reason)
+/// when the distribution is not there; in CI that is a failure.
+pub fn real_kubernetes() -> Option<PathBuf> {
+    let out = Command::new(repo().join("scripts/kubernetes-bin.sh"))
+        .output()
+        .expect("running scripts/kubernetes-bin.sh");
+    if out.status.success() {
+        return Some(PathBuf::from(
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        ));
+    }
+    let why = String::from_utf8_lossy(&out.stderr);
+    if in_ci() {
+        panic!("real Kubernetes binaries are required in CI: {why}");
+    }
+    eprintln!("SKIPPED: no real Kubernetes binaries: {why}");
+    None
+}

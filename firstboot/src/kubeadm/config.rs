@@ -83,7 +83,7 @@ impl KubeadmApi {
 }
 
 /// How this node becomes part of the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum JoinPath {
     /// `kubeadm init` (the initialiser on a fresh cluster).
     Init,
@@ -393,13 +393,17 @@ pub fn documents(node: &NodeConfig, o: &RenderOptions) -> Result<Vec<Value>> {
 /// The multi-document YAML kubeadm reads with `--config`. Holds secrets:
 /// write it 0600, never log it.
 pub fn render_kubeadm_config(node: &NodeConfig, o: &RenderOptions) -> Result<String> {
-    let docs = documents(node, o)?;
+    // The comment belongs to the first document: kubeadm refuses a
+    // document without `apiVersion`/`kind`, and a comment-only document
+    // before the first `---` is one.
     let mut out = String::from(
         "# kubeadm configuration rendered by nodebake-firstboot (holds secrets: keep 0600)\n",
     );
-    for d in docs {
-        out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&d).context("rendering kubeadm configuration")?);
+    for (n, d) in documents(node, o)?.iter().enumerate() {
+        if n > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(&serde_yaml::to_string(d).context("rendering kubeadm configuration")?);
     }
     Ok(out)
 }
