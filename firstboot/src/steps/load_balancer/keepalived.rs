@@ -127,12 +127,19 @@ vrrp_instance nodebake_apiserver {{
         Preempt::Never => s += "    nopreempt\n",
         Preempt::AfterSeconds(d) => s += &format!("    preempt_delay {d}\n"),
     }
-    if lb.unicast {
+    // keepalived refuses unicast without peers: a single master holds the
+    // VIP alone and sends its (unanswered) adverts by multicast.
+    let peers: Vec<_> = node
+        .masters
+        .iter()
+        .filter(|m| m.ip != node.node_ip.addr)
+        .collect();
+    if lb.unicast && !peers.is_empty() {
         s += &format!(
             "    unicast_src_ip {}\n    unicast_peer {{\n",
             node.node_ip.addr
         );
-        for m in node.masters.iter().filter(|m| m.ip != node.node_ip.addr) {
+        for m in peers {
             s += &format!("        {}\n", m.ip);
         }
         s += "    }\n    check_unicast_src\n";
