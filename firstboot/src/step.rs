@@ -52,6 +52,9 @@ pub struct JoinSettings {
     pub endpoint: Backoff,
     /// Probe this `host:port` instead of the endpoint (tests).
     pub endpoint_target: Option<String>,
+    /// Probe these `(name, address)` instead of the other masters' etcd
+    /// and apiserver ports when the initialiser decides (tests).
+    pub peer_targets: Option<Vec<(String, std::net::SocketAddr)>>,
     /// `kubeadm init` / `join` attempts (with `kubeadm reset -f` between).
     pub attempts: Backoff,
     /// Waiting for the node to be Ready.
@@ -84,6 +87,7 @@ impl Default for JoinSettings {
                 max: Duration::from_secs(30),
             },
             endpoint_target: None,
+            peer_targets: None,
             attempts: Backoff {
                 tries: 3,
                 initial: Duration::from_secs(10),

@@ -216,6 +216,7 @@ fn fast() -> JoinSettings {
     JoinSettings {
         endpoint: b(5),
         endpoint_target: None,
+        peer_targets: Some(Vec::new()),
         attempts: b(3),
         ready: b(5),
         etcd: b(2),
@@ -599,6 +600,62 @@ fn rebuilt_initialiser_joins_the_cluster_that_answers() {
     assert_eq!(count(&calls, &["join", "--config"]), 1, "{calls:?}");
     let config = std::fs::read_to_string(root.join("etc/nodebake/kubeadm.yaml")).unwrap();
     assert!(config.contains("kind: JoinConfiguration") && config.contains("controlPlane:"));
+    assert_eq!(
+        std::fs::read_to_string(root.join("var/lib/nodebake/join-path")).unwrap(),
+        "control-plane-join\n"
+    );
+}
+
+/// Never a second cluster: a rebuilt initialiser that boots while the VIP
+/// is down (the endpoint does not answer) but another master's etcd does
+/// records the join path and never runs `kubeadm init`; it waits for the
+/// endpoint instead (here it never comes back: the bounded wait fails).
+#[test]
+fn initialiser_with_the_endpoint_down_joins_when_another_master_answers() {
+    if !ready("self_join") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (root, state, pki) = (
+        t.path().join("root"),
+        t.path().join("state"),
+        t.path().join("pki"),
+    );
+    for d in [&root, &state, &pki] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let ca = ca_yaml(&pki);
+    let md = metadata(t.path(), "k8s-master1", |u| {
+        let u = u.replace("kubernetes_version: 1.20.0", "kubernetes_version: 1.28.3");
+        let u: String = u
+            .lines()
+            .filter(|l| !l.contains("ca_cert_hash"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        format!("{u}{ca}")
+    });
+    // k8s-master2's etcd answers; nothing listens on the endpoint.
+    let etcd = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let runner = DoubleRunner::new(&root, &state, &[("KUBEADM_DOUBLE_VERSION", "1.28.3")]);
+    let mut o = RunOptions::new(Root::new(&root));
+    o.metadata = Some(md);
+    o.join = fast();
+    o.join.endpoint_target = Some(format!("127.0.0.1:{}", free_port()));
+    o.join.peer_targets = Some(vec![(
+        "k8s-master2 (etcd client)".into(),
+        etcd.local_addr().unwrap(),
+    )]);
+    let err = agent::run(&o, &runner).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("control-plane endpoint"),
+        "{err:#}"
+    );
+    let calls = runner.calls();
+    assert_eq!(
+        count(&calls, &["init"]),
+        0,
+        "a second cluster was started: {calls:?}"
+    );
     assert_eq!(
         std::fs::read_to_string(root.join("var/lib/nodebake/join-path")).unwrap(),
         "control-plane-join\n"

@@ -12,7 +12,7 @@ use anyhow::Result;
 use nodebake_contract::node::NodeConfig;
 use nodebake_contract::profile::{Role, RoleProfile};
 
-use crate::kubeadm::config::{render_kubeadm_config, JoinPath, RenderOptions};
+use crate::kubeadm::config::{endpoint, render_kubeadm_config, JoinPath, RenderOptions};
 use crate::runner::{Cmd, Outcome};
 use crate::step::{pending_files, write_files, Ctx, FileSpec, Pending, Step};
 
@@ -143,7 +143,7 @@ impl Step for DecideJoinPath {
     }
 
     fn describe(&self) -> &'static str {
-        "initialiser: init, or join when the endpoint already answers (rebuilt initialiser)"
+        "initialiser: init, or join when the endpoint or another master's etcd/apiserver already answers (rebuilt initialiser)"
     }
 
     fn check(&self, cx: &Ctx<'_>) -> Result<Vec<Pending>> {
@@ -157,19 +157,71 @@ impl Step for DecideJoinPath {
     }
 
     fn apply(&self, cx: &mut Ctx<'_>) -> Result<()> {
-        let answers = !joined(cx) && join::endpoint_answers(cx, &cx.join.rebuild_probe);
-        let path = if answers {
-            eprintln!(
-                "nodebake-firstboot: the control-plane endpoint already answers: this initialiser \
-                 was rebuilt and joins the existing cluster"
-            );
-            "control-plane-join"
+        let existing = if joined(cx) {
+            None
+        } else if join::endpoint_answers(cx, &cx.join.rebuild_probe) {
+            Some(format!(
+                "the control-plane endpoint {} answers",
+                endpoint(cx.node)
+            ))
         } else {
-            "init"
+            other_master_answers(cx)
+        };
+        let path = match existing {
+            Some(why) => {
+                eprintln!(
+                    "nodebake-firstboot: {why}: a cluster exists, so this initialiser was rebuilt \
+                     and joins it (never a second cluster)"
+                );
+                "control-plane-join"
+            }
+            None => "init",
         };
         cx.write(JOIN_PATH_FILE, &format!("{path}\n"), 0o644)?;
         Ok(())
     }
+}
+
+/// The first other master that answers on its etcd client or peer port or
+/// its apiserver port (a TCP connect, `cx.join.rebuild_probe` rounds):
+/// with the VIP down, a running etcd or apiserver on another master still
+/// means the cluster exists. Masters of a fresh cluster wait for the
+/// endpoint before they start either, so on a first boot nothing answers.
+fn other_master_answers(cx: &Ctx<'_>) -> Option<String> {
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Duration;
+    let me = cx.node.node_ip.addr;
+    let targets: Vec<(String, SocketAddr)> = match &cx.join.peer_targets {
+        Some(t) => t.clone(),
+        // The masters' real addresses: only from the running system.
+        None if !cx.live() => return None,
+        None => {
+            let ports = [
+                ("etcd client", cx.join.etcd_client_port),
+                ("etcd peer", cx.join.etcd_peer_port),
+                ("apiserver", cx.node.load_balancer.apiserver_port),
+            ];
+            let others = cx.node.masters.iter().filter(|m| m.ip != me);
+            others
+                .flat_map(|m| {
+                    ports.map(|(what, port)| (format!("{} ({what})", m.name), (m.ip, port).into()))
+                })
+                .collect()
+        }
+    };
+    let b = &cx.join.rebuild_probe;
+    let tries = b.tries.max(1);
+    for n in 1..=tries {
+        for (who, addr) in &targets {
+            if TcpStream::connect_timeout(addr, Duration::from_secs(2)).is_ok() {
+                return Some(format!("{who} answers on {addr}"));
+            }
+        }
+        if n < tries {
+            std::thread::sleep(b.pause(n));
+        }
+    }
+    None
 }
 
 /// Writes the kubeadm configuration for this node's path.
