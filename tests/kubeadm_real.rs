@@ -129,7 +129,7 @@ fn all_rendered(dir: &Path) -> Vec<Rendered> {
             [
                 (format!("3+3 ipvs aliyun {v}"), inventory(3, 3, v, &[])),
                 (
-                    format!("1+1 iptables registry.k8s.io {v}"),
+                    format!("1+1 iptables registry.k8s.io bridge skip-phases {v}"),
                     inventory(
                         1,
                         1,
@@ -139,6 +139,13 @@ fn all_rendered(dir: &Path) -> Vec<Rendered> {
                             (
                                 "image_repository = \"registry.aliyuncs.com/google_containers\"\n",
                                 "",
+                            ),
+                            ("cni = \"flannel\"", "cni = \"bridge\""),
+                            (
+                                "firewalld = \"disable\"",
+                                "firewalld = \"disable\"\n[cluster.kubeadm]\n\
+                                 skip_phases = [\"addon/coredns\", \"preflight\", \"control-plane-join/mark-control-plane\"]\n\
+                                 control_plane_timeout = \"20m0s\"",
                             ),
                         ],
                     ),

@@ -71,6 +71,10 @@ pub struct ClusterSettings {
     /// Extra kubelet flags for every node (without dashes).
     #[serde(default)]
     pub kubelet_extra_args: BTreeMap<String, String>,
+    /// kubeadm choices (`[cluster.kubeadm]`: `skip_phases`,
+    /// `control_plane_timeout`), exactly `nodebake.kubeadm` of the node schema.
+    #[serde(default)]
+    pub kubeadm: nodebake_contract::node::KubeadmSettings,
 }
 
 fn default_dns_domain() -> String {

@@ -97,6 +97,7 @@ pub fn node_settings(inv: &CheckedInventory, s: &ClusterSecrets, m: &Machine) ->
         profile: m.profile.clone(),
         secrets,
         load_balancer,
+        kubeadm: i.cluster.kubeadm.clone(),
     }
 }
 

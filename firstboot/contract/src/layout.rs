@@ -35,8 +35,11 @@ pub const FIRSTBOOT_DONE: &str = "/var/lib/nodebake/firstboot.done";
 pub const STATE_JOURNAL: &str = "/var/lib/nodebake/state.json";
 
 /// The first-boot unit as baked into every image. It runs once: only while
-/// [`FIRSTBOOT_DONE`] is absent, after the network and containerd, before
-/// the kubelet.
+/// [`FIRSTBOOT_DONE`] is absent, after the network and containerd. It is
+/// not ordered before the kubelet: `kubeadm init`/`join` run inside it and
+/// `systemctl restart kubelet`, a job that would wait for this unit to
+/// finish starting (a deadlock until kubeadm's own timeout). A kubelet
+/// started earlier only waits for its configuration, restarting.
 pub fn firstboot_unit() -> String {
     format!(
         "[Unit]
@@ -44,7 +47,6 @@ Description=nodebake first boot: configure this node and join the cluster
 Documentation=https://github.com/nodebake/nodebake
 Wants=network-online.target
 After=network-online.target containerd.service systemd-hostnamed.service
-Before=kubelet.service
 ConditionPathExists=!{done}
 
 [Service]

@@ -56,6 +56,9 @@
 //!     verify_apiserver_ca: false  # true: check against secrets.ca.ca_crt
 //!     apiserver_port: 6443
 //!     stats_port: 8404            # 127.0.0.1 only; absent: no stats
+//!   kubeadm:                      # optional
+//!     skip_phases: [addon/coredns]  # init/join phases to skip (1.22+)
+//!     control_plane_timeout: 4m0s # kubeadm init's wait for the control plane
 //! ```
 //!
 //! See [`load_balancer`] for the failover trade-off.
@@ -290,6 +293,61 @@ pub struct NodeSettings {
     /// Masters' VIP and load balancer; defaults when absent.
     #[serde(default, skip_serializing_if = "LoadBalancerSettings::is_default")]
     pub load_balancer: LoadBalancerSettings,
+    /// kubeadm choices; defaults when absent.
+    #[serde(default, skip_serializing_if = "KubeadmSettings::is_default")]
+    pub kubeadm: KubeadmSettings,
+}
+
+/// `nodebake.kubeadm`: choices passed to kubeadm itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeadmSettings {
+    /// kubeadm phases to skip (`addon/coredns` where no CoreDNS image can
+    /// be had); each goes to the init or join configuration that has it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skip_phases: Vec<String>,
+    /// How long `kubeadm init` waits for the control plane to come up (Go
+    /// duration; kubeadm's default is 4m0s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane_timeout: Option<String>,
+}
+
+impl KubeadmSettings {
+    /// Whether every field has its default (not written then).
+    pub fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// Phases of `kubeadm init` (1.22 and later) that may be skipped, by
+/// top-level name (a sub-phase such as `addon/coredns` belongs to its
+/// top-level phase).
+pub const KUBEADM_INIT_PHASES: &[&str] = &[
+    "preflight",
+    "certs",
+    "kubeconfig",
+    "etcd",
+    "control-plane",
+    "kubelet-start",
+    "upload-config",
+    "upload-certs",
+    "mark-control-plane",
+    "bootstrap-token",
+    "kubelet-finalize",
+    "addon",
+];
+
+/// Phases of `kubeadm join` that may be skipped, by top-level name.
+pub const KUBEADM_JOIN_PHASES: &[&str] = &[
+    "preflight",
+    "control-plane-prepare",
+    "kubelet-start",
+    "control-plane-join",
+];
+
+/// The top-level phase of `phase` (`addon` for `addon/coredns`).
+pub fn kubeadm_phase_root(phase: &str) -> &str {
+    phase.split('/').next().unwrap_or(phase)
 }
 
 fn default_cluster_name() -> String {
@@ -435,6 +493,8 @@ pub struct NodeConfig {
     pub secrets: Secrets,
     /// Load balancer settings (used on masters).
     pub load_balancer: LoadBalancer,
+    /// kubeadm choices (validated phase names and timeout).
+    pub kubeadm: KubeadmSettings,
     /// Problems that do not stop the node (e.g. an even number of
     /// masters), each naming its field.
     pub warnings: Vec<FieldError>,

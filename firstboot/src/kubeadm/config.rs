@@ -12,7 +12,10 @@
 use std::fmt;
 
 use anyhow::{bail, Context, Result};
-use nodebake_contract::node::{KubeProxyMode, KubeVersion, NodeConfig};
+use nodebake_contract::node::{
+    kubeadm_phase_root, KubeProxyMode, KubeVersion, NodeConfig, KUBEADM_INIT_PHASES,
+    KUBEADM_JOIN_PHASES,
+};
 use nodebake_contract::profile::{Role, RoleProfile};
 use serde_yaml::{Mapping, Value};
 
@@ -296,6 +299,40 @@ fn init_configuration(api: KubeadmApi, node: &NodeConfig, o: &RenderOptions) -> 
     if let (false, Some(k)) = (uses_shared_ca(node), &node.secrets.certificate_key) {
         e.push(("certificateKey", s(k.expose())));
     }
+    if let Some(p) = skip_phases(node, KUBEADM_INIT_PHASES) {
+        e.push(("skipPhases", p));
+    }
+    if let (KubeadmApi::V1beta4, Some(t)) = (api, &node.kubeadm.control_plane_timeout) {
+        e.push((
+            "timeouts",
+            map(&[("controlPlaneComponentHealthCheck", s(t))]),
+        ));
+    }
+    map(&e)
+}
+
+/// The `skip_phases` of `node` that `phases` (init's or join's) knows.
+fn skip_phases(node: &NodeConfig, phases: &[&str]) -> Option<Value> {
+    let mine: Vec<String> = node
+        .kubeadm
+        .skip_phases
+        .iter()
+        .filter(|p| phases.contains(&kubeadm_phase_root(p)))
+        .cloned()
+        .collect();
+    (!mine.is_empty()).then(|| strings(mine))
+}
+
+/// `apiServer`: the SANs, and before v1beta4 kubeadm's wait for the
+/// control plane.
+fn api_server(api: KubeadmApi, node: &NodeConfig) -> Value {
+    let mut e = vec![("certSANs", strings(cert_sans(node)))];
+    if let (false, Some(t)) = (
+        api == KubeadmApi::V1beta4,
+        &node.kubeadm.control_plane_timeout,
+    ) {
+        e.push(("timeoutForControlPlane", s(t)));
+    }
     map(&e)
 }
 
@@ -310,7 +347,7 @@ fn cluster_configuration(api: KubeadmApi, node: &NodeConfig) -> Value {
         ),
         ("controlPlaneEndpoint", s(&endpoint(node))),
         ("imageRepository", s(&node.image_repository)),
-        ("apiServer", map(&[("certSANs", strings(cert_sans(node)))])),
+        ("apiServer", api_server(api, node)),
         (
             "networking",
             map(&[
@@ -357,6 +394,9 @@ fn join_configuration(api: KubeadmApi, node: &NodeConfig, control_plane: bool) -
         ("nodeRegistration", node_registration(api, node)),
         ("discovery", map(&[("bootstrapToken", bootstrap)])),
     ];
+    if let Some(p) = skip_phases(node, KUBEADM_JOIN_PHASES) {
+        e.push(("skipPhases", p));
+    }
     if control_plane {
         let mut cp = vec![("localAPIEndpoint", local_api_endpoint(node))];
         if !uses_shared_ca(node) {
@@ -375,6 +415,13 @@ fn join_configuration(api: KubeadmApi, node: &NodeConfig, control_plane: bool) -
 pub fn documents(node: &NodeConfig, o: &RenderOptions) -> Result<Vec<Value>> {
     let api = KubeadmApi::for_version(node.kubernetes_version)?;
     check_token_ttl(&o.token_ttl)?;
+    if api == KubeadmApi::V1beta2 && !node.kubeadm.skip_phases.is_empty() {
+        bail!(
+            "field `nodebake.kubeadm.skip_phases`: kubeadm.k8s.io/v1beta2 (Kubernetes {}) has no \
+             skipPhases; it needs Kubernetes 1.22 or later",
+            node.kubernetes_version
+        );
+    }
     if o.path != JoinPath::WorkerJoin && node.role != Role::Master {
         bail!("a worker cannot take the {} path", o.path);
     }

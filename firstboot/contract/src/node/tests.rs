@@ -349,3 +349,32 @@ fn load_balancer_settings_parse_and_round_trip() {
     assert_eq!(parse_user_data(&render_user_data(&s)).unwrap(), s);
     assert!(!render_user_data(&seed("k8s-master1").1).contains("load_balancer"));
 }
+
+#[test]
+fn kubeadm_settings_are_checked_and_named() {
+    let (m, mut s) = seed("k8s-master1");
+    s.kubeadm.skip_phases = vec!["addon/coredns".into(), "control-plane-join/etcd".into()];
+    s.kubeadm.control_plane_timeout = Some("20m".into());
+    let c = NodeConfig::from_parts(&m, &s).unwrap();
+    assert_eq!(c.kubeadm.skip_phases.len(), 2);
+    for (phase, why) in [
+        ("addons/coredns", "not a kubeadm init or join phase"),
+        ("addon/CoreDNS", "not a kubeadm init or join phase"),
+        ("addon/coredns/x", "not a kubeadm init or join phase"),
+        ("", "not a kubeadm init or join phase"),
+    ] {
+        let mut b = s.clone();
+        b.kubeadm.skip_phases = vec![phase.into()];
+        assert_field(&m, &b, "nodebake.kubeadm.skip_phases[0]", why);
+    }
+    let mut b = s.clone();
+    b.kubeadm.skip_phases = vec!["preflight".into(), "preflight".into()];
+    assert_field(&m, &b, "nodebake.kubeadm.skip_phases[1]", "twice");
+    let mut b = s.clone();
+    b.kubeadm.control_plane_timeout = Some("20 minutes".into());
+    assert_field(&m, &b, "nodebake.kubeadm.control_plane_timeout", "duration");
+    // Not written when left at the defaults.
+    let mut d = s.clone();
+    d.kubeadm = KubeadmSettings::default();
+    assert!(!serde_yaml::to_string(&d).unwrap().contains("kubeadm"));
+}

@@ -392,6 +392,7 @@ pub(super) fn validate(meta: &MetaData, s: &NodeSettings) -> Result<NodeConfig, 
             );
         }
     }
+    validate_kubeadm(&mut e, &s.kubeadm);
     let profile = s.profile.clone().unwrap_or_else(|| s.role.clone());
     e.take(&n("profile"), check_simple_name(&profile, "profile name"));
 
@@ -457,8 +458,51 @@ pub(super) fn validate(meta: &MetaData, s: &NodeSettings) -> Result<NodeConfig, 
         profile,
         secrets,
         load_balancer: lb,
+        kubeadm: s.kubeadm.clone(),
         warnings: warnings.0,
     })
+}
+
+/// `kubeadm.skip_phases`: phases `kubeadm init` or `join` knows, by
+/// top-level name, each once; `kubeadm.control_plane_timeout`: a Go
+/// duration.
+fn validate_kubeadm(e: &mut Errors, k: &super::KubeadmSettings) {
+    use super::{kubeadm_phase_root, KUBEADM_INIT_PHASES, KUBEADM_JOIN_PHASES};
+    let n = |f: &str| format!("nodebake.{f}");
+    for (i, phase) in k.skip_phases.iter().enumerate() {
+        let root = kubeadm_phase_root(phase);
+        let grammar = !phase.is_empty()
+            && phase.split('/').count() <= 2
+            && phase.split('/').all(|p| {
+                !p.is_empty()
+                    && p.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            });
+        if !grammar || !(KUBEADM_INIT_PHASES.contains(&root) || KUBEADM_JOIN_PHASES.contains(&root))
+        {
+            e.add(
+                n(&format!("kubeadm.skip_phases[{i}]")),
+                format!(
+                    "`{phase}` is not a kubeadm init or join phase (init: {}; join: {})",
+                    KUBEADM_INIT_PHASES.join(", "),
+                    KUBEADM_JOIN_PHASES.join(", ")
+                ),
+            );
+        } else if k.skip_phases[..i].contains(phase) {
+            e.add(
+                n(&format!("kubeadm.skip_phases[{i}]")),
+                format!("`{phase}` is listed twice"),
+            );
+        }
+    }
+    if let Some(t) = &k.control_plane_timeout {
+        if !crate::profile::is_go_duration(t) {
+            e.add(
+                n("kubeadm.control_plane_timeout"),
+                format!("`{t}` is not a duration like 4m0s or 20m"),
+            );
+        }
+    }
 }
 
 /// Ports a master's own components listen on (apiserver aside): etcd,

@@ -230,3 +230,44 @@ fn every_master_name_and_ip_lands_in_cert_sans() {
 }
 
 use serde::Deserialize as _;
+
+#[test]
+fn skip_phases_go_to_the_configuration_whose_kubeadm_has_them() {
+    let with = |host: &str, version: &str| {
+        let mut n = seed(host, version);
+        n.kubeadm.skip_phases = vec![
+            "addon/coredns".into(),
+            "preflight".into(),
+            "control-plane-join/etcd".into(),
+        ];
+        n.kubeadm.control_plane_timeout = Some("20m0s".into());
+        n
+    };
+    let init = render(&with("k8s-master1", "1.28.3"));
+    assert!(
+        init.contains("skipPhases:\n- addon/coredns\n- preflight\n"),
+        "{init}"
+    );
+    assert!(!init.contains("control-plane-join/etcd"), "{init}");
+    assert!(init.contains("timeoutForControlPlane: 20m0s"), "{init}");
+    let join = render(&with("k8s-master2", "1.28.3"));
+    assert!(
+        join.contains("skipPhases:\n- preflight\n- control-plane-join/etcd\n"),
+        "{join}"
+    );
+    assert!(!join.contains("addon/coredns"), "{join}");
+    let b4 = render(&with("k8s-master1", "1.31.1"));
+    assert!(
+        b4.contains("timeouts:\n  controlPlaneComponentHealthCheck: 20m0s"),
+        "{b4}"
+    );
+    assert!(!b4.contains("timeoutForControlPlane"), "{b4}");
+    let n = with("k8s-master1", "1.20.0");
+    let e = render_kubeadm_config(&n, &RenderOptions::for_node(&n))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("kubeadm.skip_phases") && e.contains("1.22"),
+        "{e}"
+    );
+}

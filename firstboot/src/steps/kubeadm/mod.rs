@@ -5,6 +5,7 @@
 //! token keep-alive. Every command goes through the runner; secrets only
 //! travel in 0600 files, never on a command line.
 
+pub mod bridge_cni;
 pub mod join;
 mod post;
 
@@ -64,11 +65,24 @@ pub fn join_steps(node: &NodeConfig, profile: &RoleProfile) -> Vec<Box<dyn Step>
             Box::new(NodeReady),
         ],
     };
+    if node.cni == BRIDGE {
+        // Every node writes its own bridge configuration before it can be
+        // Ready; there is no manifest to apply.
+        s.retain(|st| st.id() != "cni");
+        let ready = s
+            .iter()
+            .position(|st| st.id() == "node-ready")
+            .unwrap_or(s.len());
+        s.insert(ready, Box::new(bridge_cni::BridgeCni));
+    }
     if node.role == Role::Master && keep_token {
         s.push(Box::new(BootstrapToken));
     }
     s
 }
+
+/// The `cni` value for the built-in bridge configuration (no manifest).
+pub const BRIDGE: &str = "bridge";
 
 /// The real path of `abs` for a command argument (under `--root` in tests).
 pub fn arg_path(cx: &Ctx<'_>, abs: &str) -> String {
