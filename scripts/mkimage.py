@@ -8,7 +8,12 @@ demo and the tests to have real image tarballs without a registry.
 Usage:
   mkimage.py --format docker-archive|oci-archive --reference REF \
              --file SRC=/path/in/image [--file ...] [--entrypoint CMD] --out FILE
+             [--symlink /path/in/image=TARGET ...] [--env NAME=VALUE ...]
 Prints the manifest digest (sha256:...) on stdout.
+
+--symlink adds a symbolic link (TARGET is stored as given, relative or
+absolute); --env sets the image config's Env, in the order given. Without
+them the output is what it always was.
 """
 import argparse
 import hashlib
@@ -19,12 +24,14 @@ import tarfile
 EPOCH = 1700000000
 
 
-def tar_bytes(members):
-    """members: list of (name, bytes, mode) -> deterministic tar bytes."""
+def tar_bytes(members, links=()):
+    """members: list of (name, bytes, mode), links: list of (name, target)
+    -> deterministic tar bytes (parent directories first, then every file
+    and link sorted by name)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as t:
         dirs = set()
-        for name, _, _ in members:
+        for name in [m[0] for m in members] + [l[0] for l in links]:
             parts = name.strip("/").split("/")[:-1]
             for i in range(1, len(parts) + 1):
                 dirs.add("/".join(parts[:i]))
@@ -32,8 +39,14 @@ def tar_bytes(members):
             ti = tarfile.TarInfo(d)
             ti.type, ti.mode, ti.mtime = tarfile.DIRTYPE, 0o755, EPOCH
             t.addfile(ti)
-        for name, data, mode in sorted(members):
+        entries = [(name, 0, data, mode) for name, data, mode in members]
+        entries += [(name, 1, target, 0o777) for name, target in links]
+        for name, kind, data, mode in sorted(entries):
             ti = tarfile.TarInfo(name.strip("/"))
+            if kind == 1:
+                ti.type, ti.linkname, ti.mode, ti.mtime = tarfile.SYMTYPE, data, mode, EPOCH
+                t.addfile(ti)
+                continue
             ti.size, ti.mode, ti.mtime = len(data), mode, EPOCH
             t.addfile(ti, io.BytesIO(data))
     return buf.getvalue()
@@ -48,6 +61,8 @@ def main():
     ap.add_argument("--format", choices=["docker-archive", "oci-archive"], required=True)
     ap.add_argument("--reference", required=True)
     ap.add_argument("--file", action="append", default=[])
+    ap.add_argument("--symlink", action="append", default=[])
+    ap.add_argument("--env", action="append", default=[])
     ap.add_argument("--entrypoint")
     ap.add_argument("--arch", default="amd64")
     ap.add_argument("--out", required=True)
@@ -58,7 +73,25 @@ def main():
         src, dst = spec.split("=", 1)
         with open(src, "rb") as f:
             members.append((dst, f.read(), 0o755))
-    layer = tar_bytes(members)
+    links = []
+    for spec in a.symlink:
+        dst, target = spec.split("=", 1)
+        if not dst.strip("/") or not target:
+            ap.error(f"--symlink {spec!r}: want /path/in/image=TARGET")
+        links.append((dst, target))
+    names = [m[0].strip("/") for m in members]
+    for dst, _ in links:
+        if dst.strip("/") in names:
+            ap.error(f"--symlink {dst}: the image already has that path")
+        names.append(dst.strip("/"))
+    parents = {"/".join(n.split("/")[:i]) for n in names for i in range(1, n.count("/") + 1)}
+    for dst, _ in links:
+        if dst.strip("/") in parents:
+            ap.error(f"--symlink {dst}: other paths are under it; add them at the link's target")
+    for e in a.env:
+        if "=" not in e or not e.split("=", 1)[0]:
+            ap.error(f"--env {e!r}: want NAME=VALUE")
+    layer = tar_bytes(members, links)
     config = {
         "architecture": a.arch,
         "os": "linux",
@@ -67,6 +100,8 @@ def main():
         "rootfs": {"type": "layers", "diff_ids": [sha(layer)]},
         "history": [{"created": "2023-11-14T22:13:20Z", "created_by": "nodebake mkimage.py"}],
     }
+    if a.env:
+        config["config"]["Env"] = list(a.env)
     config_b = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
     manifest = {
         "schemaVersion": 2,
