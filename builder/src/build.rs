@@ -226,6 +226,15 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     if want_pxe {
         add_pxe_essentials(&mut tree, &blobs, arch)?;
     }
+    let role_profiles: Vec<RoleProfile> = profiles.iter().map(|(p, _)| p.clone()).collect();
+    let missing_requirements: Vec<String> =
+        crate::requirements::check_profiles(&tree, &role_profiles, release.as_deref())
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+    for m in &missing_requirements {
+        eprintln!("nodebake: warning: {m}");
+    }
     let (db_name, mut base_pkgs) = read_package_db(&tree, &blobs)?;
     base_pkgs.append(&mut packages);
     base_pkgs.sort();
@@ -316,6 +325,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         packages: base_pkgs,
         images,
         profiles: spec.profiles.clone(),
+        missing_requirements,
         outputs: outputs.clone(),
         files: manifest::file_list(&tree),
     };

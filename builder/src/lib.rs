@@ -20,6 +20,7 @@ pub mod output;
 pub mod pkgdb;
 pub mod progress;
 pub mod registry;
+pub mod requirements;
 pub mod rpm;
 pub mod seed;
 pub mod serve;

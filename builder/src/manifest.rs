@@ -35,6 +35,10 @@ pub struct Manifest {
     pub images: Vec<BakedImage>,
     /// Baked role profiles.
     pub profiles: Vec<String>,
+    /// What the role profiles need and the image lacks (kubeadm preflight,
+    /// the agent, the load balancer), found at bake time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_requirements: Vec<String>,
     /// Output archives (not including manifest.json and SHA256SUMS).
     pub outputs: Vec<OutputFile>,
     /// Every path of the image, sorted.
