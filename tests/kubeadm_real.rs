@@ -145,7 +145,7 @@ fn all_rendered(dir: &Path) -> Vec<Rendered> {
                                 "firewalld = \"disable\"",
                                 "firewalld = \"disable\"\n[cluster.kubeadm]\n\
                                  skip_phases = [\"addon/coredns\", \"preflight\", \"control-plane-join/mark-control-plane\"]\n\
-                                 control_plane_timeout = \"20m0s\"",
+                                 control_plane_timeout = \"20m0s\"\nimage_pull_policy = \"Never\"",
                             ),
                         ],
                     ),

@@ -59,6 +59,7 @@
 //!   kubeadm:                      # optional
 //!     skip_phases: [addon/coredns]  # init/join phases to skip (1.22+)
 //!     control_plane_timeout: 4m0s # kubeadm init's wait for the control plane
+//!     image_pull_policy: Never    # Always | IfNotPresent | Never (baked images)
 //! ```
 //!
 //! See [`load_balancer`] for the failover trade-off.
@@ -310,6 +311,14 @@ pub struct KubeadmSettings {
     /// duration; kubeadm's default is 4m0s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_plane_timeout: Option<String>,
+    /// kubeadm's image pull policy (`Always`, `IfNotPresent`, `Never`;
+    /// kubeadm's default `IfNotPresent`). `Never` for nodes whose images
+    /// are baked: kubeadm's preflight then pulls nothing (not even the
+    /// images of skipped addons, which kubeadm 1.28 still pulls), and the
+    /// agent itself checks, before kubeadm runs, that every image the node
+    /// will run is in containerd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
 }
 
 impl KubeadmSettings {

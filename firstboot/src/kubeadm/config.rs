@@ -255,14 +255,18 @@ pub fn check_token_ttl(ttl: &str) -> Result<()> {
 }
 
 fn node_registration(api: KubeadmApi, node: &NodeConfig) -> Value {
-    map(&[
+    let mut e = vec![
         ("name", s(&node.hostname)),
         ("criSocket", s(api.cri_socket())),
         (
             "kubeletExtraArgs",
             api.args(&[("node-ip", node.node_ip.addr.to_string())]),
         ),
-    ])
+    ];
+    if let Some(p) = &node.kubeadm.image_pull_policy {
+        e.push(("imagePullPolicy", s(p)));
+    }
+    map(&e)
 }
 
 fn local_api_endpoint(node: &NodeConfig) -> Value {
@@ -415,12 +419,27 @@ fn join_configuration(api: KubeadmApi, node: &NodeConfig, control_plane: bool) -
 pub fn documents(node: &NodeConfig, o: &RenderOptions) -> Result<Vec<Value>> {
     let api = KubeadmApi::for_version(node.kubernetes_version)?;
     check_token_ttl(&o.token_ttl)?;
-    if api == KubeadmApi::V1beta2 && !node.kubeadm.skip_phases.is_empty() {
-        bail!(
-            "field `nodebake.kubeadm.skip_phases`: kubeadm.k8s.io/v1beta2 (Kubernetes {}) has no \
-             skipPhases; it needs Kubernetes 1.22 or later",
-            node.kubernetes_version
-        );
+    if api == KubeadmApi::V1beta2 {
+        for (set, field, what) in [
+            (
+                !node.kubeadm.skip_phases.is_empty(),
+                "skip_phases",
+                "skipPhases",
+            ),
+            (
+                node.kubeadm.image_pull_policy.is_some(),
+                "image_pull_policy",
+                "imagePullPolicy",
+            ),
+        ] {
+            if set {
+                bail!(
+                    "field `nodebake.kubeadm.{field}`: kubeadm.k8s.io/v1beta2 (Kubernetes {}) has \
+                     no {what}; it needs Kubernetes 1.22 or later",
+                    node.kubernetes_version
+                );
+            }
+        }
     }
     if o.path != JoinPath::WorkerJoin && node.role != Role::Master {
         bail!("a worker cannot take the {} path", o.path);

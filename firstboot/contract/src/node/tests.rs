@@ -371,6 +371,9 @@ fn kubeadm_settings_are_checked_and_named() {
     b.kubeadm.skip_phases = vec!["preflight".into(), "preflight".into()];
     assert_field(&m, &b, "nodebake.kubeadm.skip_phases[1]", "twice");
     let mut b = s.clone();
+    b.kubeadm.image_pull_policy = Some("never".into());
+    assert_field(&m, &b, "nodebake.kubeadm.image_pull_policy", "pull policy");
+    let mut b = s.clone();
     b.kubeadm.control_plane_timeout = Some("20 minutes".into());
     assert_field(&m, &b, "nodebake.kubeadm.control_plane_timeout", "duration");
     // Not written when left at the defaults.

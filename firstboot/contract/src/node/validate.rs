@@ -495,6 +495,14 @@ fn validate_kubeadm(e: &mut Errors, k: &super::KubeadmSettings) {
             );
         }
     }
+    if let Some(p) = &k.image_pull_policy {
+        if !["Always", "IfNotPresent", "Never"].contains(&p.as_str()) {
+            e.add(
+                n("kubeadm.image_pull_policy"),
+                format!("`{p}` is not a pull policy (Always, IfNotPresent or Never)"),
+            );
+        }
+    }
     if let Some(t) = &k.control_plane_timeout {
         if !crate::profile::is_go_duration(t) {
             e.add(

@@ -271,3 +271,39 @@ fn skip_phases_go_to_the_configuration_whose_kubeadm_has_them() {
         "{e}"
     );
 }
+
+#[test]
+fn image_pull_policy_and_the_images_a_node_runs() {
+    use crate::steps::kubeadm::join::images_this_node_runs;
+    let list = "registry.k8s.io/kube-apiserver:v1.28.7\nregistry.k8s.io/kube-controller-manager:v1.28.7\n\
+                registry.k8s.io/kube-scheduler:v1.28.7\nregistry.k8s.io/kube-proxy:v1.28.7\n\
+                registry.k8s.io/pause:3.9\nregistry.k8s.io/etcd:3.5.10-0\nregistry.k8s.io/coredns/coredns:v1.10.1\n";
+    let mut m = seed("k8s-master1", "1.28.3");
+    m.kubeadm.image_pull_policy = Some("Never".into());
+    assert!(render(&m).contains("imagePullPolicy: Never"));
+    assert_eq!(images_this_node_runs(&m, list).len(), 7);
+    m.kubeadm.skip_phases = vec!["addon/coredns".into()];
+    let got = images_this_node_runs(&m, list);
+    assert_eq!(got.len(), 6);
+    assert!(!got.iter().any(|i| i.contains("coredns")));
+    let mut w = seed("k8s-node1", "1.28.3");
+    w.kubeadm.skip_phases = vec!["addon".into()];
+    assert_eq!(
+        images_this_node_runs(&w, list),
+        vec!["registry.k8s.io/pause:3.9"]
+    );
+    w.kubeadm.skip_phases.clear();
+    assert_eq!(
+        images_this_node_runs(&w, list),
+        vec![
+            "registry.k8s.io/kube-proxy:v1.28.7",
+            "registry.k8s.io/pause:3.9"
+        ]
+    );
+    let mut old = seed("k8s-master1", "1.20.0");
+    old.kubeadm.image_pull_policy = Some("Never".into());
+    let e = render_kubeadm_config(&old, &RenderOptions::for_node(&old))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("image_pull_policy"), "{e}");
+}

@@ -16,6 +16,7 @@ use crate::kubeadm::etcd::{
 };
 use crate::runner::{Cmd, Outcome};
 use crate::step::{Ctx, Pending, Step};
+use nodebake_contract::node::NodeConfig;
 use nodebake_contract::profile::Role;
 
 /// Where the rebuild path keeps its etcd client certificate (0700).
@@ -88,8 +89,87 @@ impl Step for KubeadmInit {
         if !uses_shared_ca(cx.node) {
             args.push("--upload-certs".into());
         }
+        check_baked_images(cx)?;
         run_with_retries(cx, kubeadm(args), "kubeadm init", |_| Ok(()))
     }
+}
+
+/// With `kubeadm.image_pull_policy: Never` kubeadm pulls nothing, so
+/// before it runs every image this node will run must be in containerd
+/// (else its pods fail with ErrImageNeverPull long after). The list is
+/// kubeadm's own (`kubeadm config images list` for the node's version and
+/// repository) without the images of skipped addons; a worker runs only
+/// kube-proxy and the pause image. Each is looked up with `crictl
+/// inspecti`; every missing one is named.
+fn check_baked_images(cx: &mut Ctx<'_>) -> Result<()> {
+    if cx.node.kubeadm.image_pull_policy.as_deref() != Some("Never") {
+        return Ok(());
+    }
+    let list = kubeadm([
+        "config".to_string(),
+        "images".into(),
+        "list".into(),
+        "--kubernetes-version".into(),
+        format!("v{}", cx.node.kubernetes_version),
+        "--image-repository".into(),
+        cx.node.image_repository.clone(),
+    ]);
+    let Outcome::Ran(out) = cx.run(list)? else {
+        return Ok(());
+    };
+    let needed = images_this_node_runs(cx.node, &out);
+    let mut missing = Vec::new();
+    for image in &needed {
+        let inspect = Cmd::new(
+            "crictl",
+            [
+                "-r".to_string(),
+                format!("unix://{}", cx.containerd.address),
+                "inspecti".into(),
+                image.clone(),
+            ],
+        );
+        if cx.run(inspect).is_err() {
+            missing.push(image.clone());
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "`nodebake.kubeadm.image_pull_policy` is Never but {} image(s) this node runs are not \
+             in containerd: {} (bake them: `images = \"auto\"` in the image spec, or allow pulls)",
+            missing.len(),
+            missing.join(", ")
+        );
+    }
+    eprintln!(
+        "nodebake-firstboot: all {} images kubeadm will run here are in containerd (image pull policy Never)",
+        needed.len()
+    );
+    Ok(())
+}
+
+/// The images of `kubeadm config images list` output `node` runs.
+pub fn images_this_node_runs(node: &NodeConfig, list: &str) -> Vec<String> {
+    let skipped = |addon: &str| {
+        node.kubeadm
+            .skip_phases
+            .iter()
+            .any(|p| p == "addon" || p == &format!("addon/{addon}"))
+    };
+    let name = |image: &str| {
+        let last = image.rsplit('/').next().unwrap_or(image);
+        last.split(':').next().unwrap_or(last).to_string()
+    };
+    list.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .filter(|i| !(name(i) == "coredns" && skipped("coredns")))
+        .filter(|i| !(name(i) == "kube-proxy" && skipped("kube-proxy")))
+        .filter(|i| {
+            node.role == Role::Master || ["kube-proxy", "pause"].contains(&name(i).as_str())
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 /// Waits until the endpoint answers TLS with a certificate of the cluster
@@ -185,6 +265,7 @@ impl Step for KubeadmJoin {
             "--config".into(),
             arg_path(cx, KUBEADM_CONFIG),
         ];
+        check_baked_images(cx)?;
         run_with_retries(
             cx,
             kubeadm(args),
