@@ -5,8 +5,12 @@
 #   2. checks the acceptance lines of the demo: a second build gives the same
 #      SHA256SUMS, `nodebake verify` passes, and fails after one byte changes;
 #   3. builds every binary and runs `cargo test --workspace`;
-#   4. runs the end-to-end cluster test (tests/e2e/run.sh --bench: four
-#      QEMU guests from one disk image, rebuild, VIP failover; root).
+#   4. runs the end-to-end test with real Kubernetes v1.28.7
+#      (tests/e2e/real.sh --masters 1 --workers 1 --bench: QEMU guests from
+#      one disk image run the real kubeadm/kubelet/control plane, a pod on
+#      the worker, the worker rebuilt; root). The 3-master run with VIP
+#      failover and a master rebuild is `tests/e2e/real.sh --bench`; the
+#      4-guest run with test doubles is tests/e2e/run.sh.
 # Needs the packages .ci/run installs (Debian: see .ci/packages.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,5 +41,5 @@ echo "== cargo test --workspace"
 cargo build --workspace --all-targets
 cargo test --workspace 2>&1
 
-echo "== end to end: four VMs from one image (tests/e2e/run.sh --bench)"
-tests/e2e/run.sh --bench
+echo "== end to end, real Kubernetes: 1 master + 1 worker (tests/e2e/real.sh --masters 1 --workers 1 --bench)"
+tests/e2e/real.sh --masters 1 --workers 1 --bench
