@@ -7,7 +7,8 @@
 #     the libraries the node packages need), as a tarball;
 #   - the node packages themselves as .deb files, unpacked by nodebake:
 #     containerd, runc, containernetworking-plugins, keepalived, haproxy,
-#     kubernetes-client, and the Debian cloud kernel;
+#     kubernetes-client, etcd-client (etcdctl: masters remove a rebuilt
+#     master's stale etcd member with it), and the Debian cloud kernel;
 #   - a small container image archive (scripts/mkimage.py);
 # and pins every input's sha256 in a lock file next to them.
 # Later runs reuse the cache and need no network.
@@ -20,7 +21,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${NODEBAKE_DEMO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nodebake/demo}
 SUITE=bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-NODE_PKGS="containerd runc containernetworking-plugins keepalived haproxy kubernetes-client"
+NODE_PKGS="containerd runc containernetworking-plugins keepalived haproxy kubernetes-client etcd-client"
 BASE_PKGS="systemd,systemd-sysv,dbus,udev,kmod,iproute2,iptables,ipset,conntrack,ethtool,socat,ca-certificates,chrony,procps,util-linux"
 export NODEBAKE_DEMO_CACHE=$CACHE
 

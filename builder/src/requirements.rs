@@ -7,7 +7,7 @@
 //! the build prints them as warnings, so an image that cannot pass
 //! preflight is known before a node boots.
 
-use nodebake_contract::profile::RoleProfile;
+use nodebake_contract::profile::{Role, RoleProfile};
 
 use crate::tree::{Kind, Tree};
 
@@ -39,6 +39,10 @@ const KUBEADM_WARNINGS: &[&str] = &["ethtool", "socat", "tc", "ebtables"];
 
 /// Commands nodebake-firstboot runs on every node.
 const AGENT: &[&str] = &["kubectl", "openssl", "timeout", "modprobe", "sysctl", "ctr"];
+
+/// Commands the agent runs on masters (a rebuilt master's stale etcd member
+/// is removed with etcdctl).
+const MASTER_AGENT: &[&str] = &["etcdctl"];
 
 /// Commands a profile with `load_balancer = true` needs.
 const LOAD_BALANCER: &[&str] = &["keepalived", "haproxy"];
@@ -108,6 +112,9 @@ pub fn check_profiles(
         need(KUBEADM_ERRORS, "kubeadm preflight fails without it");
         need(KUBEADM_WARNINGS, "kubeadm preflight warns without it");
         need(AGENT, "nodebake-firstboot runs it");
+        if p.role == Role::Master {
+            need(MASTER_AGENT, "nodebake-firstboot runs it on masters");
+        }
         if p.load_balancer {
             need(
                 LOAD_BALANCER,
@@ -133,7 +140,6 @@ mod tests {
     use super::*;
     use crate::blobs::BlobId;
     use crate::tree::Entry;
-    use nodebake_contract::profile::Role;
 
     const NO: &dyn Fn(&str) -> bool = &|_| false;
 
@@ -194,6 +200,7 @@ mod tests {
             .iter()
             .chain(KUBEADM_WARNINGS)
             .chain(AGENT)
+            .chain(MASTER_AGENT)
             .chain(LOAD_BALANCER);
         for (i, c) in all.enumerate() {
             // Through the usrmerge link, as EL and Debian have them.
@@ -229,8 +236,11 @@ mod tests {
             assert!(text.iter().any(|t| t.contains(want)), "{want}: {text:#?}");
         }
         assert!(!text.iter().any(|t| t.contains("`haproxy`")), "{text:#?}");
+        assert!(text.iter().any(|t| t.contains("`etcdctl`")), "{text:#?}");
         let w = check_profiles(&t, &[profile("worker", false)], None);
-        assert!(!w.iter().any(|f| f.message.contains("keepalived")));
+        assert!(!w
+            .iter()
+            .any(|f| f.message.contains("keepalived") || f.message.contains("etcdctl")));
         // A kernel config of another release does not count.
         t.insert("/boot/config-5.10", exe(3), NO).unwrap();
         let f = check_profiles(&t, &[profile("worker", false)], Some("6.1.0-cloud"));
