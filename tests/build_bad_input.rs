@@ -41,6 +41,12 @@ impl Case {
         std::fs::write(&spec, spec_text).unwrap();
         let out = self.path("out");
         std::fs::create_dir_all(&out).unwrap();
+        // An earlier build's output (a build may replace only that).
+        std::fs::write(
+            out.join("manifest.json"),
+            "{\"manifest_version\": 1, \"builder\": \"nodebake 0.0.0\"}\n",
+        )
+        .unwrap();
         std::fs::write(out.join("previous"), "earlier build").unwrap();
         let before = tree_digest(&out);
         let o = run(Command::new(bin("nodebake"))
@@ -378,4 +384,229 @@ pub fn el9_fixture() -> PathBuf {
         .flatten()
         .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("EL9 fixture not found (set NODEBAKE_FIXTURES)"))
+}
+
+/// Runs a rootfs build of a small valid spec into `out`.
+fn build_into(c: &Case, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let spec = c.path("ok.toml");
+    std::fs::write(&spec, c.base_spec("x86_64", "")).unwrap();
+    run(Command::new(bin("nodebake"))
+        .arg("build")
+        .arg(&spec)
+        .arg("--out")
+        .arg(out)
+        .arg("--store")
+        .arg(c.path("store"))
+        .arg("--without-firstboot")
+        .arg("--no-cache")
+        .args(extra))
+}
+
+/// A build replaces --out as a whole: a non-empty directory that is not an
+/// earlier nodebake output is refused (named, untouched) unless --force.
+#[test]
+fn out_that_is_not_a_nodebake_output_is_refused_unless_forced() {
+    let c = Case::new();
+    let out = c.path("home-of-someone");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("thesis.tex"), "years of work").unwrap();
+    let o = build_into(&c, &out, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "replaced a foreign directory");
+    assert_has(
+        &err,
+        &[
+            "--out",
+            "home-of-someone",
+            "not an earlier nodebake output",
+            "--force",
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("thesis.tex")).unwrap(),
+        "years of work"
+    );
+    // A file or a symbolic link is never an output directory.
+    std::fs::write(c.path("afile"), "x").unwrap();
+    let o = build_into(&c, &c.path("afile"), &["--force"]);
+    assert!(!o.status.success());
+    std::os::unix::fs::symlink(&out, c.path("link")).unwrap();
+    let o = build_into(&c, &c.path("link"), &[]);
+    assert_has(&String::from_utf8_lossy(&o.stderr), &["symbolic link"]);
+    // --force replaces it; from then on it is a nodebake output.
+    let o = build_into(&c, &out, &["--force"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.join("thesis.tex").exists() && out.join("manifest.json").exists());
+    let o = build_into(&c, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // An empty directory is fine.
+    let empty = c.path("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert!(build_into(&c, &empty, &[]).status.success());
+}
+
+/// A killed build leaves its work directory beside --out; the next build
+/// removes it (its lock is free) but never one a running build holds.
+#[test]
+fn work_directories_of_killed_builds_are_removed_by_the_next_build() {
+    let c = Case::new();
+    let parent = c.path("outs");
+    std::fs::create_dir_all(&parent).unwrap();
+    let dead = parent.join(".nodebake-work-dead01");
+    std::fs::create_dir_all(dead.join("blobs")).unwrap();
+    std::fs::write(dead.join(".lock"), "").unwrap();
+    std::fs::write(dead.join("blobs/big"), vec![0u8; 3 << 20]).unwrap();
+    let live = parent.join(".nodebake-work-live01");
+    std::fs::create_dir_all(&live).unwrap();
+    std::fs::write(live.join(".lock"), "").unwrap();
+    // Another build's lock, held by a process of its own (flock(1)).
+    let mut holder = Command::new("flock")
+        .arg(live.join(".lock"))
+        .args(["sleep", "120"])
+        .spawn()
+        .expect("flock (util-linux)");
+    let mut held = false;
+    for _ in 0..100 {
+        let probe = Command::new("flock")
+            .args(["-n"])
+            .arg(live.join(".lock"))
+            .arg("true")
+            .status()
+            .unwrap();
+        if !probe.success() {
+            held = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(held, "flock(1) did not take the lock");
+    let o = build_into(&c, &parent.join("img"), &[]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        !dead.exists(),
+        "the killed build's work directory is still there"
+    );
+    assert!(
+        live.exists(),
+        "a running build's work directory was removed"
+    );
+    assert!(
+        err.contains(".nodebake-work-dead01") && err.contains("killed"),
+        "{err}"
+    );
+    // The build's own work directory is gone too.
+    let left: Vec<_> = std::fs::read_dir(&parent)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".nodebake-work-") && n != ".nodebake-work-live01")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn special_files_outside_their_places_are_refused_naming_path_and_input() {
+    let cases: [(&str, Vec<Member>, &[&str]); 3] = [
+        (
+            "mem.tar",
+            vec![Member::CharDev("mem", 1, 1, 0o4777)],
+            &[
+                "/opt/x/mem",
+                "character device 1,1",
+                "mode 4777",
+                "`mem.tar`",
+                "never allowed",
+            ],
+        ),
+        (
+            "fifo.tar",
+            vec![Member::Fifo("pipe", 0o644)],
+            &["/opt/x/pipe", "FIFO", "`fifo.tar`", "special_files"],
+        ),
+        (
+            "suid.tar",
+            vec![Member::File("helper", b"x", 0o4755, 0, 0)],
+            &[
+                "/opt/x/helper",
+                "set-id file",
+                "mode 4755",
+                "`suid.tar`",
+                "special_files",
+            ],
+        ),
+    ];
+    for (name, members, want) in cases {
+        let c = Case::new();
+        write_tar(&c.path(name), &members, false);
+        let err =
+            c.fails(&c.base_spec("x86_64", &c.artifact(name, "tarball", "dest = \"/opt/x\"")));
+        assert_has(&err, want);
+    }
+}
+
+#[test]
+fn special_files_the_spec_allows_are_built_and_set_id_ones_listed() {
+    let c = Case::new();
+    write_tar(
+        &c.path("suid.tar"),
+        &[
+            Member::File("helper", b"x", 0o4755, 0, 0),
+            Member::Fifo("pipe", 0o600),
+        ],
+        false,
+    );
+    let spec = c.path("spec.toml");
+    std::fs::write(
+        &spec,
+        // `special_files` is a top-level field: before the first table.
+        c.base_spec(
+            "x86_64",
+            &c.artifact("suid.tar", "tarball", "dest = \"/opt/x\""),
+        )
+        .replacen("[base]", "special_files = [\"/opt/x/*\"]\n[base]", 1),
+    )
+    .unwrap();
+    let out = c.path("out");
+    run_ok(
+        Command::new(bin("nodebake"))
+            .arg("build")
+            .arg(&spec)
+            .arg("--out")
+            .arg(&out)
+            .arg("--store")
+            .arg(c.path("store"))
+            .arg("--without-firstboot")
+            .arg("--no-cache"),
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["setid_files"], serde_json::json!(["/opt/x/helper"]));
+}
+
+#[test]
+fn a_name_that_is_not_utf8_is_refused_not_rewritten() {
+    let c = Case::new();
+    let mut buf = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut buf);
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(1);
+        h.set_mtime(1_700_000_000);
+        let name = b"caf\xe9";
+        h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name);
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        b.finish().unwrap();
+    }
+    std::fs::write(c.path("latin1.tar"), buf).unwrap();
+    let err = c.fails(&c.base_spec(
+        "x86_64",
+        &c.artifact("latin1.tar", "tarball", "dest = \"/opt/x\""),
+    ));
+    assert_has(&err, &["artifact `latin1.tar`", "caf\\xe9", "not UTF-8"]);
 }

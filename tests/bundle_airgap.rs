@@ -166,6 +166,48 @@ content = "built offline\n"
         "nothing added from a corrupt bundle"
     );
 
+    // An extra member, listed in a consistently rewritten SHA256SUMS but
+    // not an input of the spec: refused, and nothing is added.
+    let extra = t.path().join("extra.bundle");
+    {
+        let payload = b"not an input of this spec".to_vec();
+        let hex = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&payload));
+        let mut ar = tar::Archive::new(std::fs::File::open(&bundle).unwrap());
+        let mut members: Vec<(String, Vec<u8>)> = Vec::new();
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut b).unwrap();
+            members.push((name, b));
+        }
+        assert_eq!(members[0].0, "SHA256SUMS");
+        let member = format!("store/sha256/{hex}");
+        members[0]
+            .1
+            .extend_from_slice(format!("{hex}  {member}\n").as_bytes());
+        members.push((member, payload));
+        let mut b = tar::Builder::new(std::fs::File::create(&extra).unwrap());
+        for (name, data) in &members {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, &data[..]).unwrap();
+        }
+        b.finish().unwrap();
+    }
+    let extra_store = t.path().join("store-extra");
+    let o = run(Command::new(bin("nodebake"))
+        .args(["bundle", "import"])
+        .arg(&extra)
+        .arg("--store")
+        .arg(&extra_store));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{e}");
+    assert!(e.contains("not among the inputs"), "{e}");
+    assert_eq!(store_objects(&extra_store), 0, "nothing added: {e}");
+
     // --offline with an empty store names what is missing.
     let empty = t.path().join("store-empty");
     let o = run(&mut build(&spec, &empty, &t.path().join("out-x"), true));

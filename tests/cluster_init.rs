@@ -38,6 +38,15 @@ fn init(inventory: &Path, out: &Path, extra: &[&str]) -> String {
     )
 }
 
+/// `cluster init INVENTORY --out OUT`, whatever its outcome.
+fn try_init(inventory: &Path, out: &Path) -> std::process::Output {
+    run(Command::new(bin("nodebake"))
+        .args(["cluster", "init"])
+        .arg(inventory)
+        .arg("--out")
+        .arg(out))
+}
+
 /// The hash printed on stdout (`ca-cert-hash: sha256:...`).
 fn printed_hash(stdout: &str) -> String {
     stdout
@@ -385,11 +394,7 @@ fn a_partial_secrets_bundle_is_refused() {
     let out = tmp.path().join("c");
     init(&example(), &out, &[]);
     std::fs::remove_file(out.join("secrets/etcd-ca.key")).unwrap();
-    let o = run(Command::new(bin("nodebake"))
-        .args(["cluster", "init"])
-        .arg(example())
-        .arg("--out")
-        .arg(&out));
+    let o = try_init(&example(), &out);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -547,4 +552,185 @@ fn vfat_seeds_are_deterministic_and_read_back() {
     } else {
         assert!(!nodebake_suite::in_ci(), "nodebake-firstboot not built");
     }
+}
+
+/// Runs init on the example edited by `edit` into a fresh directory;
+/// returns (success, stderr, whether the output directory exists).
+fn init_edited_fresh(edit: impl Fn(String) -> String) -> (bool, String, bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let inv = tmp.path().join("inv.toml");
+    std::fs::write(&inv, edit(std::fs::read_to_string(example()).unwrap())).unwrap();
+    let out = tmp.path().join("out");
+    let o = try_init(&inv, &out);
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+        out.exists(),
+    )
+}
+
+/// Values that would break or add to a generated file (keepalived.conf,
+/// the keepalived drop-in, containerd's TOML, a certs.d path) are refused
+/// by the consumer's grammar, naming the field, and nothing is written:
+/// not even the secrets bundle.
+#[test]
+fn hostile_values_are_refused_before_anything_is_written() {
+    let iface = |v: &'static str| -> Edit {
+        Box::new(move |t: String| t.replace("interface = \"ens33\"", &format!("interface = {v}")))
+    };
+    let appended =
+        |text: &'static str| -> Edit { Box::new(move |t: String| format!("{t}\n{text}\n")) };
+    let mirrors = |table: &'static str| -> Edit {
+        Box::new(move |t: String| format!("{t}\n[cluster.registry_mirrors]\n{table}\n"))
+    };
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "interface with keepalived syntax",
+            iface(r##""}{\"#;""##),
+            "not an interface name",
+        ),
+        (
+            "interface with CR",
+            iface(r#""eth\r""#),
+            "not an interface name",
+        ),
+        (
+            "interface with VT",
+            iface(r#""eth\u000b""#),
+            "not an interface name",
+        ),
+        (
+            "interface with a specifier",
+            iface(r#""%h""#),
+            "not an interface name",
+        ),
+        (
+            "interface with a command",
+            iface(r#""$(reboot)""#),
+            "not an interface name",
+        ),
+        ("interface ..", iface(r#""..""#), "not an interface name"),
+        (
+            "image repository with a quote",
+            Box::new(|t: String| {
+                t.replace(
+                    "image_repository = \"registry.aliyuncs.com/google_containers\"",
+                    r#"image_repository = "reg.io/a\"b""#,
+                )
+            }),
+            "not an image repository",
+        ),
+        (
+            "mirror host ..",
+            mirrors(r#"".." = ["https://m.example"]"#),
+            "not a registry host",
+        ),
+        (
+            "mirror host .",
+            mirrors(r#""." = ["https://m.example"]"#),
+            "not a registry host",
+        ),
+        (
+            "mirror host with a newline",
+            mirrors(r#""a.io\n[x]" = ["https://m.example"]"#),
+            "not a registry host",
+        ),
+        (
+            "mirror URL ending in a backslash",
+            mirrors(r#""docker.io" = ["https://m.example\\"]"#),
+            "not a mirror URL",
+        ),
+        (
+            "gateway is the VIP",
+            Box::new(|t: String| {
+                t.replace(
+                    "gateway = \"192.168.147.2\"",
+                    "gateway = \"192.168.147.154\"",
+                )
+            }),
+            "control_plane_endpoint.vip: 192.168.147.154 is the gateway",
+        ),
+        (
+            "broadcast MAC",
+            Box::new(|t: String| t.replace("52:54:00:93:01:43", "ff:ff:ff:ff:ff:ff")),
+            "machines[5].mac: ff:ff:ff:ff:ff:ff is a broadcast/multicast address",
+        ),
+        (
+            "multicast MAC",
+            Box::new(|t: String| t.replace("52:54:00:93:01:43", "01:00:5e:00:00:01")),
+            "machines[5].mac: 01:00:5e:00:00:01 is a broadcast/multicast address",
+        ),
+        (
+            "all-zero MAC",
+            Box::new(|t: String| t.replace("52:54:00:93:01:43", "00:00:00:00:00:00")),
+            "machines[5].mac: 00:00:00:00:00:00 is no interface's address",
+        ),
+        (
+            "component flag with a newline",
+            appended("[cluster.kubeadm.extra_args]\napi_server = { v = \"2\\n- --evil\" }"),
+            "kubeadm.extra_args.api_server.v",
+        ),
+    ];
+    for (what, edit, want) in cases {
+        let (ok, err, wrote) = init_edited_fresh(edit);
+        assert!(!ok, "{what}: accepted");
+        assert!(err.contains(want), "{what}: expected `{want}` in:\n{err}");
+        assert!(
+            !wrote,
+            "{what}: refused, but the output directory was created"
+        );
+        assert!(
+            !err.contains('\r') && !err.contains('\u{b}'),
+            "{what}: raw control bytes in {err:?}"
+        );
+    }
+}
+
+/// A bundle whose VRRP password keepalived would misread (a space, a
+/// brace, more than 8 bytes) is refused without changing any node file;
+/// the password is not shown.
+#[test]
+fn a_bundle_vrrp_password_is_checked_as_keepalived_reads_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("c");
+    init(&example(), &out, &[]);
+    let before = tree_hash(&out.join("nodes"));
+    for bad in ["ab cd", "ab}\n{x", "#abc", "ééééé"] {
+        let p = out.join("secrets/vrrp-password");
+        std::fs::write(&p, format!("{bad}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let o = try_init(&example(), &out);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{bad:?} accepted");
+        assert!(err.contains("secrets/vrrp-password"), "{bad:?}: {err}");
+        assert!(
+            !err.contains(bad.trim_end()),
+            "{bad:?}: the password is shown: {err}"
+        );
+        assert_eq!(
+            tree_hash(&out.join("nodes")),
+            before,
+            "{bad:?}: node files changed"
+        );
+    }
+}
+
+/// A `secrets` path that is a symbolic link is refused: nothing is written
+/// through it and its target's mode is not touched.
+#[test]
+fn a_symlinked_secrets_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("c");
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("secrets")).unwrap();
+    let o = try_init(&example(), &out);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "accepted");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    assert_eq!(mode(&elsewhere), 0o755);
+    assert!(!out.join("nodes").exists());
 }

@@ -145,7 +145,12 @@ fn all_rendered(dir: &Path) -> Vec<Rendered> {
                                 "firewalld = \"disable\"",
                                 "firewalld = \"disable\"\n[cluster.kubeadm]\n\
                                  skip_phases = [\"addon/coredns\", \"preflight\", \"control-plane-join/mark-control-plane\"]\n\
-                                 control_plane_timeout = \"20m0s\"\nimage_pull_policy = \"Never\"",
+                                 control_plane_timeout = \"20m0s\"\ndiscovery_timeout = \"15m0s\"\nimage_pull_policy = \"Never\"\n\
+                                 [cluster.kubeadm.extra_args]\n\
+                                 etcd = { heartbeat-interval = \"500\", election-timeout = \"5000\" }\n\
+                                 api_server = { audit-log-maxage = \"7\" }\n\
+                                 controller_manager = { node-monitor-grace-period = \"60s\" }\n\
+                                 scheduler = { v = \"2\" }",
                             ),
                         ],
                     ),
@@ -370,7 +375,12 @@ fn real_kubeadm_init_uses_nodebake_pki_and_dry_runs() {
     }
     let kubeadm = k8s.join("kubeadm");
     let dir = tempfile::tempdir().unwrap();
-    let nodes = cluster_init(&inventory(3, 1, "1.28.7", &[]), dir.path());
+    let etcd_args = "firewalld = \"disable\"\n[cluster.kubeadm.extra_args]\n\
+                     etcd = { heartbeat-interval = \"500\", election-timeout = \"5000\" }";
+    let nodes = cluster_init(
+        &inventory(3, 1, "1.28.7", &[("firewalld = \"disable\"", etcd_args)]),
+        dir.path(),
+    );
     let meta = &nodes.iter().find(|(h, _)| h == "k8s-master1").unwrap().1;
     let pki = dir.path().join("pki");
     std::fs::create_dir_all(pki.join("etcd")).unwrap();
@@ -477,6 +487,12 @@ fn real_kubeadm_init_uses_nodebake_pki_and_dry_runs() {
         "strictARP: true",
         "cgroupDriver: systemd",
         "registry.aliyuncs.com/google_containers/kube-apiserver:v1.28.7",
+        // The inventory's etcd flags, in the ClusterConfiguration kubeadm
+        // uploads (joining masters' etcd takes them from there).
+        "heartbeat-interval: \"500\"",
+        "election-timeout: \"5000\"",
+        // Joining masters' etcd members start as learners (1.28).
+        "EtcdLearnerMode: true",
     ] {
         assert!(
             out.contains(want),

@@ -58,6 +58,8 @@ pub struct BuildOptions {
     pub profiles_dir: Option<PathBuf>,
     /// Skip the finished-build cache.
     pub no_cache: bool,
+    /// Replace `out` even when it is not an earlier nodebake output.
+    pub force: bool,
     /// Quiet progress.
     pub quiet: bool,
 }
@@ -83,6 +85,7 @@ pub struct BuildReport {
 pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let start = Instant::now();
     let progress = Progress::new(opts.quiet);
+    check_out_dir(&opts.out, opts.force)?;
     let loaded = LoadedSpec::load(&opts.spec, opts.lock.as_deref())?;
     let spec = &loaded.spec;
     let arch = Arch::from_name(&spec.arch)?;
@@ -138,10 +141,20 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     }
 
     let parent = out_parent(&opts.out)?;
+    for (dir, bytes) in remove_stale_work_dirs(&parent) {
+        progress.phase(&format!(
+            "removed {} ({} MiB), left by a build that was killed",
+            dir.display(),
+            bytes >> 20
+        ));
+    }
     let work = tempfile::Builder::new()
-        .prefix(".nodebake-work-")
+        .prefix(WORK_PREFIX)
         .tempdir_in(&parent)
         .with_context(|| format!("creating a work directory in {}", parent.display()))?;
+    // Held until the build ends (however it ends: the kernel drops the
+    // lock of a killed process), so the next build knows a stale one.
+    let _work_lock = lock_work_dir(work.path())?;
     let blobs = BlobStore::new(&work.path().join("blobs"))?;
     let mut tree = Tree::new();
     let mut inputs_info = Vec::new();
@@ -226,6 +239,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     if want_pxe {
         add_pxe_essentials(&mut tree, &blobs, arch)?;
     }
+    // Device nodes, FIFOs and set-id files: refused where the image may
+    // not hold them, before anything is written.
+    let setid_files = crate::special::check(&tree, &spec.special_files)
+        .with_context(|| format!("{}: special files", loaded.path.display()))?;
     let role_profiles: Vec<RoleProfile> = profiles.iter().map(|(p, _)| p.clone()).collect();
     let missing_requirements: Vec<String> =
         crate::requirements::check_profiles(&tree, &role_profiles, release.as_deref())
@@ -326,6 +343,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         images,
         profiles: spec.profiles.clone(),
         missing_requirements,
+        setid_files,
         outputs: outputs.clone(),
         files: manifest::file_list(&tree),
     };
@@ -360,6 +378,139 @@ fn kind_name(k: ArtifactKind) -> &'static str {
         ArtifactKind::Deb => "deb",
         ArtifactKind::Image => "image",
     }
+}
+
+/// Prefix of the work directories beside `--out`.
+pub const WORK_PREFIX: &str = ".nodebake-work-";
+/// The lock file inside a work directory.
+const WORK_LOCK: &str = ".lock";
+
+/// `out` is replaced as a whole, so it must be absent, empty, or an
+/// earlier nodebake output (a `manifest.json` written by nodebake) unless
+/// `force`; never a symbolic link or a file.
+fn check_out_dir(out: &Path, force: bool) -> Result<()> {
+    let meta = match std::fs::symlink_metadata(out) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("--out {}", out.display())),
+        Ok(m) => m,
+    };
+    if meta.file_type().is_symlink() {
+        bail!(
+            "--out {}: is a symbolic link; name the directory itself",
+            out.display()
+        );
+    }
+    if !meta.is_dir() {
+        bail!("--out {}: exists and is not a directory", out.display());
+    }
+    let empty = std::fs::read_dir(out)
+        .with_context(|| format!("--out {}", out.display()))?
+        .next()
+        .is_none();
+    if force || empty || is_nodebake_output(out) {
+        return Ok(());
+    }
+    bail!(
+        "--out {}: not empty and not an earlier nodebake output (no nodebake manifest.json); \
+         a build replaces the whole directory: choose another --out, or pass --force",
+        out.display()
+    )
+}
+
+/// Whether `dir/manifest.json` was written by nodebake.
+fn is_nodebake_output(dir: &Path) -> bool {
+    use std::io::Read;
+    let Ok(f) = std::fs::File::open(dir.join("manifest.json")) else {
+        return false;
+    };
+    let mut text = Vec::new();
+    // A manifest lists every file of the image: generous, but bounded.
+    if f.take(256 << 20).read_to_end(&mut text).is_err() {
+        return false;
+    }
+    serde_json::from_slice::<serde_json::Value>(&text).is_ok_and(|v| {
+        v.get("manifest_version").is_some_and(|m| m.is_u64())
+            && v.get("builder")
+                .and_then(|b| b.as_str())
+                .is_some_and(|b| b.starts_with("nodebake "))
+    })
+}
+
+/// Creates and locks (`flock`, exclusive) the work directory's lock file.
+fn lock_work_dir(work: &Path) -> Result<std::fs::File> {
+    let p = work.join(WORK_LOCK);
+    let f = std::fs::File::create(&p).with_context(|| format!("creating {}", p.display()))?;
+    if !try_flock(&f) {
+        bail!("{} is locked by another build", p.display());
+    }
+    Ok(f)
+}
+
+/// `flock(LOCK_EX | LOCK_NB)`: whether the lock was taken.
+fn try_flock(f: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor; flock has no memory arguments.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// Removes the work directories in `parent` whose build is gone: their
+/// lock file can be locked (a running build holds it; a killed one's lock
+/// went with it). A directory without a lock file is stale once it is a
+/// minute old (a build creates the lock right after the directory).
+/// Returns each removed directory with its size.
+pub fn remove_stale_work_dirs(parent: &Path) -> Vec<(PathBuf, u64)> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return removed;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !name.as_encoded_bytes().starts_with(WORK_PREFIX.as_bytes()) {
+            continue;
+        }
+        let dir = e.path();
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let stale = match std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join(WORK_LOCK))
+        {
+            Ok(f) => try_flock(&f),
+            Err(_) => e
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() >= 60),
+        };
+        if stale {
+            let bytes = dir_size(&dir);
+            if std::fs::remove_dir_all(&dir).is_ok() {
+                removed.push((dir, bytes));
+            }
+        }
+    }
+    removed
+}
+
+/// Bytes in the files under `dir` (symbolic links not followed).
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => total += e.metadata().map(|m| m.len()).unwrap_or(0),
+                Err(_) => {}
+            }
+        }
+    }
+    total
 }
 
 fn out_parent(out: &Path) -> Result<PathBuf> {
@@ -765,6 +916,7 @@ fn file_mode(a: &crate::spec::Artifact) -> Result<u32> {
 }
 
 fn unpack_dir(sink: &mut Sink, root: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let mut stack = vec![PathBuf::new()];
     let mut seen = 0u64;
@@ -776,7 +928,10 @@ fn unpack_dir(sink: &mut Sink, root: &Path) -> Result<()> {
         let full = root.join(&rel);
         let md = std::fs::symlink_metadata(&full)
             .with_context(|| format!("base: {}", full.display()))?;
-        let path = format!("/{}", rel.display());
+        let path = format!(
+            "/{}",
+            crate::unpack::utf8_name(rel.as_os_str().as_bytes(), "base file name")?
+        );
         let (mode, uid, gid) = (md.mode() & 0o7777, md.uid(), md.gid());
         let ft = md.file_type();
         if ft.is_dir() {
@@ -797,7 +952,9 @@ fn unpack_dir(sink: &mut Sink, root: &Path) -> Result<()> {
             sink.file(&path, &mut f, mode, uid, gid)?;
         } else if ft.is_symlink() {
             let t = std::fs::read_link(&full)?;
-            sink.symlink(&path, &t.to_string_lossy(), uid, gid)?;
+            let t = crate::unpack::utf8_name(t.as_os_str().as_bytes(), "symlink target")
+                .with_context(|| format!("base: {path}"))?;
+            sink.symlink(&path, &t, uid, gid)?;
         } else if ft.is_char_device() || ft.is_block_device() {
             let rdev = md.rdev();
             let (ma, mi) = (libc::major(rdev), libc::minor(rdev));

@@ -380,6 +380,25 @@ pub fn import(bundle: &Path, store_root: &Path, spec_dir: Option<&Path>) -> Resu
             );
         }
     }
+    // Nothing enters the store that the spec does not use, even when
+    // SHA256SUMS lists it.
+    let inputs: BTreeSet<String> = info
+        .inputs
+        .iter()
+        .map(|i| format!("store/sha256/{}", i.sha256))
+        .collect();
+    let extra: Vec<&str> = staged
+        .keys()
+        .filter(|k| !inputs.contains(*k))
+        .map(String::as_str)
+        .collect();
+    if !extra.is_empty() {
+        bail!(
+            "{what}: member(s) not among the inputs bundle.json lists for spec `{}`: {}",
+            info.spec,
+            extra.join(", ")
+        );
+    }
 
     // Everything verified: move into place.
     let (mut added, mut present) = (0, 0);

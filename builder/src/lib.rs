@@ -25,6 +25,7 @@ pub mod rpm;
 pub mod seed;
 pub mod serve;
 pub mod spec;
+pub mod special;
 pub mod store;
 pub mod tools;
 pub mod tree;

@@ -39,6 +39,9 @@ pub struct Manifest {
     /// the agent, the load balancer), found at bake time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_requirements: Vec<String>,
+    /// Every set-user-ID or set-group-ID regular file of the image.
+    #[serde(default)]
+    pub setid_files: Vec<String>,
     /// Output archives (not including manifest.json and SHA256SUMS).
     pub outputs: Vec<OutputFile>,
     /// Every path of the image, sorted.

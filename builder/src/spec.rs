@@ -51,6 +51,12 @@ pub struct ImageSpec {
     /// Which outputs to write.
     #[serde(default)]
     pub outputs: Outputs,
+    /// Image paths (globs) where inputs may put device nodes, FIFOs and
+    /// set-id files beyond the defaults (`/dev/**` for devices and FIFOs,
+    /// the system program directories for set-id files); see
+    /// `crate::special`.
+    #[serde(default)]
+    pub special_files: Vec<String>,
 }
 
 /// The base root filesystem.
@@ -486,6 +492,13 @@ impl ImageSpec {
 
     /// Checks everything that needs no input bytes.
     pub fn validate(&self) -> Result<()> {
+        for g in &self.special_files {
+            if !g.starts_with('/') {
+                bail!("field `special_files`: `{g}` is not an absolute image path (glob)");
+            }
+            globset::Glob::new(g)
+                .with_context(|| format!("field `special_files`: bad glob `{g}`"))?;
+        }
         if self.name.is_empty()
             || !self
                 .name

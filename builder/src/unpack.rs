@@ -231,6 +231,19 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// A member or link name as the image path it becomes: image paths are
+/// UTF-8 (the manifest is JSON), and a name that is not is refused,
+/// shown with its bytes escaped, never rewritten to U+FFFD.
+pub fn utf8_name(b: &[u8], what: &str) -> Result<String> {
+    String::from_utf8(b.to_vec()).map_err(|_| {
+        anyhow!(
+            "{what} `{}` is not UTF-8: nodebake keeps image paths byte for byte and cannot \
+             (rename it, or drop it with `exclude`)",
+            b.escape_ascii()
+        )
+    })
+}
+
 /// Unpacks a (possibly compressed) tar stream.
 pub fn unpack_tar(sink: &mut Sink, r: &mut dyn Read, place: &Placement) -> Result<()> {
     let (_, dec) =
@@ -239,7 +252,7 @@ pub fn unpack_tar(sink: &mut Sink, r: &mut dyn Read, place: &Placement) -> Resul
     let entries = ar.entries().with_context(|| "not a tar archive")?;
     for ent in entries {
         let mut ent = ent.with_context(|| "corrupt or truncated tar archive")?;
-        let raw = lossy(&ent.path_bytes());
+        let raw = utf8_name(&ent.path_bytes(), "member name")?;
         let what = |e: anyhow::Error| e.context(format!("member `{raw}`"));
         let Some(path) = place.map(&raw, true).map_err(what)? else {
             continue;
@@ -262,11 +275,17 @@ pub fn unpack_tar(sink: &mut Sink, r: &mut dyn Read, place: &Placement) -> Resul
             }
             T::Directory => sink.dir(&path, mode, uid, gid).map_err(what)?,
             T::Symlink => {
-                let target = ent.link_name_bytes().map(|b| lossy(&b)).unwrap_or_default();
+                let target = match ent.link_name_bytes() {
+                    Some(b) => utf8_name(&b, "symlink target").map_err(what)?,
+                    None => String::new(),
+                };
                 sink.symlink(&path, &target, uid, gid).map_err(what)?
             }
             T::Link => {
-                let target_raw = ent.link_name_bytes().map(|b| lossy(&b)).unwrap_or_default();
+                let target_raw = match ent.link_name_bytes() {
+                    Some(b) => utf8_name(&b, "hard link target").map_err(what)?,
+                    None => String::new(),
+                };
                 let target = place
                     .map(&target_raw, false)
                     .map_err(|e| e.context(format!("hard link `{raw}`")))?

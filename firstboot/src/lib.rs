@@ -19,6 +19,7 @@ pub mod journal;
 pub mod kubeadm;
 pub mod metadata;
 pub mod notify;
+pub mod quote;
 pub mod root;
 pub mod runner;
 pub mod stage1;

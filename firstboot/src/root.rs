@@ -32,19 +32,98 @@ impl Root {
         self.dir == Path::new("/")
     }
 
-    /// `abs` (an absolute path inside the image) on this root.
+    /// `abs` (an absolute path inside the image) on this root, resolved
+    /// inside it (see [`Root::resolve`]; its last component is not
+    /// followed). Never outside the root: a path that cannot be resolved
+    /// (too many links) maps under `ROOT/.nodebake-unresolvable/`, and
+    /// the reading and writing methods refuse it with an error.
     pub fn path(&self, abs: &str) -> PathBuf {
-        self.dir.join(abs.trim_start_matches('/'))
+        self.resolve(abs, false).unwrap_or_else(|_| {
+            self.dir
+                .join(".nodebake-unresolvable")
+                .join(abs.trim_start_matches('/'))
+        })
+    }
+
+    /// `abs` resolved inside this root as `openat2(RESOLVE_IN_ROOT)` would:
+    /// every symbolic link on the way is followed with the root as `/`
+    /// (an absolute target starts again at the root) and `..` never climbs
+    /// above it, so no link leads out of a `--root` directory. The last
+    /// component is followed only with `follow_last` (a write replaces a
+    /// link there; it never writes through it). On the host (`/`) the
+    /// kernel's own resolution is the same, and the path is returned as
+    /// it is. More than 40 links (the kernel's limit) is an error naming
+    /// the path.
+    pub fn resolve(&self, abs: &str, follow_last: bool) -> Result<PathBuf> {
+        use std::collections::VecDeque;
+        use std::ffi::OsString;
+        use std::path::Component;
+        if self.is_host() {
+            return Ok(self.dir.join(abs.trim_start_matches('/')));
+        }
+        fn parts(p: &Path) -> Vec<OsString> {
+            p.components()
+                .filter_map(|c| match c {
+                    Component::Normal(s) => Some(s.to_os_string()),
+                    Component::ParentDir => Some("..".into()),
+                    _ => None,
+                })
+                .collect()
+        }
+        let mut todo: VecDeque<OsString> = parts(Path::new(abs)).into();
+        let mut done: Vec<OsString> = Vec::new();
+        let mut links = 0;
+        while let Some(c) = todo.pop_front() {
+            if c == ".." {
+                done.pop();
+                continue;
+            }
+            let here: PathBuf = self
+                .dir
+                .iter()
+                .chain(done.iter().map(|s| s.as_os_str()))
+                .collect();
+            let candidate = here.join(&c);
+            if todo.is_empty() && !follow_last {
+                done.push(c);
+                break;
+            }
+            match fs::read_link(&candidate) {
+                Ok(target) => {
+                    links += 1;
+                    if links > 40 {
+                        anyhow::bail!(
+                            "resolving {abs} under {}: more than 40 symbolic links (a loop?) at {}",
+                            self.dir.display(),
+                            candidate.display()
+                        );
+                    }
+                    if target.is_absolute() {
+                        done.clear();
+                    }
+                    for p in parts(&target).into_iter().rev() {
+                        todo.push_front(p);
+                    }
+                }
+                Err(_) => done.push(c),
+            }
+        }
+        Ok(self
+            .dir
+            .iter()
+            .chain(done.iter().map(|s| s.as_os_str()))
+            .collect())
     }
 
     /// Whether `abs` exists (symlinks are not followed).
     pub fn exists(&self, abs: &str) -> bool {
-        fs::symlink_metadata(self.path(abs)).is_ok()
+        self.resolve(abs, false)
+            .is_ok_and(|p| fs::symlink_metadata(p).is_ok())
     }
 
     /// Reads `abs` as text; `None` when it does not exist.
     pub fn read_opt(&self, abs: &str) -> Result<Option<String>> {
-        let p = self.path(abs);
+        let p = self.resolve(abs, true)?;
         match fs::read_to_string(&p) {
             Ok(s) => Ok(Some(s)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -54,7 +133,7 @@ impl Root {
 
     /// Whether `abs` already holds exactly `content` with `mode`.
     pub fn file_matches(&self, abs: &str, content: &[u8], mode: u32) -> Result<bool> {
-        let p = self.path(abs);
+        let p = self.resolve(abs, false)?;
         match fs::symlink_metadata(&p) {
             Ok(m) if m.file_type().is_file() && m.mode() & 0o7777 == mode => {
                 let old = fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
@@ -73,7 +152,7 @@ impl Root {
         if self.file_matches(abs, content, mode)? {
             return Ok(false);
         }
-        let p = self.path(abs);
+        let p = self.resolve(abs, false)?;
         let parent = p.parent().context("path has no parent")?;
         fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         let name = p.file_name().context("path has no file name")?;
@@ -98,7 +177,7 @@ impl Root {
     /// Makes `abs` a symlink to `target` unless it already is one.
     /// Returns whether anything changed.
     pub fn symlink(&self, abs: &str, target: &str) -> Result<bool> {
-        let p = self.path(abs);
+        let p = self.resolve(abs, false)?;
         if let Ok(t) = fs::read_link(&p) {
             if t == Path::new(target) {
                 return Ok(false);
@@ -161,5 +240,67 @@ mod tests {
             .symlink("/etc/systemd/system/x.swap", "/dev/null")
             .unwrap());
         assert!(r.exists("/etc/systemd/system/x.swap"));
+    }
+
+    /// No symbolic link under a `--root` leads out of it: absolute targets
+    /// start again at the root, `..` stops there, a link in the last
+    /// place is replaced (never written through), loops are an error.
+    #[test]
+    fn links_never_lead_out_of_the_root() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        let r = Root::new(&root);
+        // etc/keepalived -> /abs/path/of/outside (absolute, out of the root)
+        std::os::unix::fs::symlink(outside.path(), root.join("etc/keepalived")).unwrap();
+        assert!(r
+            .write("/etc/keepalived/keepalived.conf", b"secret\n", 0o600)
+            .unwrap());
+        let inside = root
+            .join(outside.path().strip_prefix("/").unwrap())
+            .join("keepalived.conf");
+        assert_eq!(fs::read(&inside).unwrap(), b"secret\n");
+        assert_eq!(
+            r.read_opt("/etc/keepalived/keepalived.conf")
+                .unwrap()
+                .unwrap(),
+            "secret\n"
+        );
+        // A relative link climbing far above the root stops at the root.
+        let up = format!("../../../../../../../..{}", outside.path().display());
+        std::os::unix::fs::symlink(&up, root.join("etc/up")).unwrap();
+        assert!(r.write("/etc/up/x.conf", b"x", 0o644).unwrap());
+        assert!(root
+            .join(outside.path().strip_prefix("/").unwrap())
+            .join("x.conf")
+            .exists());
+        // A link in the last place is replaced by the file, not followed.
+        let victim = outside.path().join("victim");
+        fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, root.join("etc/hosts")).unwrap();
+        assert!(r
+            .write("/etc/hosts", b"127.0.0.1 localhost\n", 0o644)
+            .unwrap());
+        assert!(fs::symlink_metadata(root.join("etc/hosts"))
+            .unwrap()
+            .is_file());
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+        // Reading through a last-place link stays inside too.
+        std::os::unix::fs::symlink(&victim, root.join("etc/peek")).unwrap();
+        assert_eq!(r.read_opt("/etc/peek").unwrap(), None);
+        // Nothing was written outside.
+        let out: Vec<_> = fs::read_dir(outside.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(out, vec![std::ffi::OsString::from("victim")]);
+        // A loop is an error naming the path.
+        std::os::unix::fs::symlink("/loop-b", root.join("loop-a")).unwrap();
+        std::os::unix::fs::symlink("/loop-a", root.join("loop-b")).unwrap();
+        let e = r.write("/loop-a/x", b"x", 0o644).unwrap_err().to_string();
+        assert!(e.contains("/loop-a/x") && e.contains("more than 40"), "{e}");
+        assert!(r.path("/loop-a/x").starts_with(&root));
     }
 }

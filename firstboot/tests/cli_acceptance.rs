@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{fixture, tree};
+use common::{fixture, text, tree};
 
 const BIN: &str = env!("CARGO_BIN_EXE_nodebake-firstboot");
 
@@ -13,14 +13,6 @@ fn run(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("starting the agent")
-}
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

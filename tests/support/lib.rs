@@ -160,6 +160,10 @@ pub enum Member<'a> {
     Symlink(&'a str, &'a str),
     /// Hard link `path => target`.
     Hardlink(&'a str, &'a str),
+    /// Character device with major, minor, mode.
+    CharDev(&'a str, u32, u32, u32),
+    /// FIFO with mode.
+    Fifo(&'a str, u32),
 }
 
 /// Writes an uncompressed or gzip tarball with exactly these members. Names
@@ -196,6 +200,20 @@ pub fn write_tar(path: &Path, members: &[Member], gzip: bool) {
                     h.set_size(0);
                     let l = &mut h.as_gnu_mut().unwrap().linkname;
                     l[..t.len()].copy_from_slice(t.as_bytes());
+                    (n, &[])
+                }
+                Member::CharDev(n, major, minor, mode) => {
+                    h.set_entry_type(tar::EntryType::Char);
+                    h.set_mode(*mode);
+                    h.set_size(0);
+                    h.set_device_major(*major).unwrap();
+                    h.set_device_minor(*minor).unwrap();
+                    (n, &[])
+                }
+                Member::Fifo(n, mode) => {
+                    h.set_entry_type(tar::EntryType::Fifo);
+                    h.set_mode(*mode);
+                    h.set_size(0);
                     (n, &[])
                 }
             };

@@ -72,7 +72,7 @@ pub struct ClusterSettings {
     #[serde(default)]
     pub kubelet_extra_args: BTreeMap<String, String>,
     /// kubeadm choices (`[cluster.kubeadm]`: `skip_phases`,
-    /// `control_plane_timeout`), exactly `nodebake.kubeadm` of the node schema.
+    /// `control_plane_timeout`, `image_pull_policy`, `extra_args`), exactly `nodebake.kubeadm` of the node schema.
     #[serde(default)]
     pub kubeadm: nodebake_contract::node::KubeadmSettings,
 }
@@ -269,6 +269,12 @@ pub fn check(inv: Inventory) -> Result<CheckedInventory, InventoryError> {
     );
     if let Some(vip) = vip {
         in_network(&mut p, "control_plane_endpoint.vip", vip);
+        if inv.network.gateway.parse() == Ok(vip) {
+            p.add(
+                "control_plane_endpoint.vip",
+                format!("{vip} is the gateway (`network.gateway`)"),
+            );
+        }
     }
     let mut cidrs = Vec::new();
     for (field, s) in [
@@ -328,6 +334,14 @@ pub fn check(inv: Inventory) -> Result<CheckedInventory, InventoryError> {
         }
         match m.canonical_mac() {
             None => p.add(f("mac"), format!("`{}` is not a MAC address", m.mac)),
+            Some(mac) if mac == "00:00:00:00:00:00" => {
+                p.add(f("mac"), "00:00:00:00:00:00 is no interface's address")
+            }
+            // The group bit: broadcast and multicast addresses name no NIC.
+            Some(mac) if u8::from_str_radix(&mac[..2], 16).is_ok_and(|b| b & 1 == 1) => p.add(
+                f("mac"),
+                format!("{mac} is a broadcast/multicast address (first octet odd), not a NIC's"),
+            ),
             Some(mac) => {
                 if let Some(j) = macs.insert(mac.clone(), i) {
                     p.add(

@@ -114,9 +114,14 @@ fn write_if_changed(path: &Path, bytes: &[u8], mode: u32) -> Result<bool> {
 /// secrets and writes every node's files.
 pub fn init(inventory: &Path, out: &Path, rotate: bool, vfat: bool) -> Result<InitReport> {
     let inv = inventory::load(inventory)?;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // Nothing is written until every node validated: new secrets stay in
+    // memory until then.
     let (secrets, origin) = secrets::load_or_generate(&out.join("secrets"), rotate)?;
     let docs = render::render_nodes(&inv, &secrets)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    if origin != SecretsOrigin::Loaded {
+        secrets::save(&out.join("secrets"), &secrets)?;
+    }
     let mut changed = Vec::new();
     let nodes_dir = out.join("nodes");
     mkdir_private(&nodes_dir)?;

@@ -109,22 +109,56 @@ pub fn instance_id(inv: &CheckedInventory, m: &Machine) -> String {
 
 /// cloud-init network config v2 for `m` (matched by MAC).
 pub fn network_config(inv: &CheckedInventory, m: &Machine) -> String {
+    use serde_yaml::{Mapping, Value};
+    fn map(e: Vec<(&str, Value)>) -> Value {
+        Value::Mapping(
+            e.into_iter()
+                .map(|(k, v)| (Value::from(k), v))
+                .collect::<Mapping>(),
+        )
+    }
+    let s = |v: String| Value::String(v);
     let n = &inv.inventory.network;
     let iface = m.interface.as_deref().unwrap_or(&n.interface);
-    let mut s = format!(
-        "version: 2\nethernets:\n  {iface}:\n    match:\n      macaddress: \"{mac}\"\n    set-name: {iface}\n    addresses:\n      - {ip}/{prefix}\n    routes:\n      - to: 0.0.0.0/0\n        via: {gw}\n",
-        mac = m.canonical_mac().unwrap_or_default(),
-        ip = m.ip,
-        prefix = inv.network.prefix,
-        gw = n.gateway,
-    );
+    let mut eth = vec![
+        (
+            "match",
+            map(vec![(
+                "macaddress",
+                s(m.canonical_mac().unwrap_or_default()),
+            )]),
+        ),
+        ("set-name", s(iface.to_string())),
+        (
+            "addresses",
+            Value::Sequence(vec![s(format!("{}/{}", m.ip, inv.network.prefix))]),
+        ),
+        (
+            "routes",
+            Value::Sequence(vec![map(vec![
+                ("to", s("0.0.0.0/0".into())),
+                ("via", s(n.gateway.clone())),
+            ])]),
+        ),
+    ];
     if !n.dns.is_empty() {
-        s.push_str("    nameservers:\n      addresses:\n");
-        for d in &n.dns {
-            s.push_str(&format!("        - {d}\n"));
-        }
+        eth.push((
+            "nameservers",
+            map(vec![(
+                "addresses",
+                Value::Sequence(n.dns.iter().cloned().map(s).collect()),
+            )]),
+        ));
     }
-    s
+    let mut ethernets = Mapping::new();
+    ethernets.insert(s(iface.to_string()), map(eth));
+    // By the YAML serializer: an interface named `true` or `1.5` stays a
+    // string key.
+    serde_yaml::to_string(&map(vec![
+        ("version", Value::from(2)),
+        ("ethernets", Value::Mapping(ethernets)),
+    ]))
+    .expect("a mapping of strings serializes")
 }
 
 /// Renders every node's documents and validates each with the agent's own

@@ -62,14 +62,10 @@ pub enum SecretsOrigin {
 
 /// Loads the bundle from `dir`, or generates it when `dir` holds none;
 /// `rotate` regenerates it even when it exists. A partial bundle is an
-/// error naming the missing files.
+/// error naming the missing files. Writes nothing: generated secrets are
+/// [`save`]d by the caller once everything that uses them validated.
 pub fn load_or_generate(dir: &Path, rotate: bool) -> Result<(ClusterSecrets, SecretsOrigin)> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    refuse_symlink(dir)?;
     let present: Vec<&str> = FILES
         .iter()
         .copied()
@@ -91,7 +87,6 @@ pub fn load_or_generate(dir: &Path, rotate: bool) -> Result<(ClusterSecrets, Sec
         );
     }
     let s = generate()?;
-    save(dir, &s)?;
     let origin = if rotate && !present.is_empty() {
         SecretsOrigin::Rotated
     } else {
@@ -146,14 +141,37 @@ fn load(dir: &Path) -> Result<ClusterSecrets> {
                 .all(|c| c.is_ascii_hexdigit()),
         "secrets/certificate-key is not 64 hex digits (value not shown)"
     );
-    ensure!(
-        (1..=8).contains(&s.vrrp_password.expose().len()),
-        "secrets/vrrp-password must be 1-8 characters (value not shown)"
-    );
+    if let Err(why) = nodebake_contract::grammar::vrrp_password(s.vrrp_password.expose()) {
+        bail!("secrets/vrrp-password {why} (value not shown)");
+    }
     Ok(s)
 }
 
-fn save(dir: &Path, s: &ClusterSecrets) -> Result<()> {
+/// `dir` must not be a symbolic link: the bundle's mode is set and its
+/// keys are written there, never through a link to somewhere else.
+fn refuse_symlink(dir: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => bail!(
+            "{} is a symbolic link: the secrets bundle must be a real directory (0700) \
+             (remove the link, or move the bundle there)",
+            dir.display()
+        ),
+        Ok(m) if !m.is_dir() => bail!("{} is not a directory", dir.display()),
+        _ => Ok(()),
+    }
+}
+
+/// Writes the bundle into `dir` (created 0700; each file 0600,
+/// atomically). `cluster init` calls it only after every node validated.
+pub fn save(dir: &Path, s: &ClusterSecrets) -> Result<()> {
+    refuse_symlink(dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod 0700 {}", dir.display()))?;
     let ca = &s.ca;
     let line = |v: &str| format!("{v}\n");
     let files: [(&str, String); 12] = [

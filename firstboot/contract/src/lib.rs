@@ -11,6 +11,7 @@
 //! - [`node`]: the node metadata schema (NoCloud `meta-data` + `user-data`)
 //!   and its validation into a [`node::NodeConfig`].
 
+pub mod grammar;
 pub mod image;
 pub mod layout;
 pub mod node;

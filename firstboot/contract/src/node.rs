@@ -59,7 +59,12 @@
 //!   kubeadm:                      # optional
 //!     skip_phases: [addon/coredns]  # init/join phases to skip (1.22+)
 //!     control_plane_timeout: 4m0s # kubeadm init's wait for the control plane
+//!     discovery_timeout: 5m0s     # kubeadm join's wait for cluster-info
 //!     image_pull_policy: Never    # Always | IfNotPresent | Never (baked images)
+//!     extra_args:                 # control-plane flags, per component
+//!       etcd: {heartbeat-interval: "500", election-timeout: "5000"}
+//!       api_server: {}            # also controller_manager, scheduler
+//!     feature_gates: {EtcdLearnerMode: true}  # kubeadm's (1.27/1.28: on by default here)
 //! ```
 //!
 //! See [`load_balancer`] for the failover trade-off.
@@ -311,6 +316,11 @@ pub struct KubeadmSettings {
     /// duration; kubeadm's default is 4m0s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_plane_timeout: Option<String>,
+    /// How long `kubeadm join` waits for the endpoint's cluster-info
+    /// (Go duration; kubeadm's default is 5m0s): `discovery.timeout`,
+    /// v1beta4 `timeouts.discovery`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery_timeout: Option<String>,
     /// kubeadm's image pull policy (`Always`, `IfNotPresent`, `Never`;
     /// kubeadm's default `IfNotPresent`). `Never` for nodes whose images
     /// are baked: kubeadm's preflight then pulls nothing (not even the
@@ -319,6 +329,57 @@ pub struct KubeadmSettings {
     /// will run is in containerd.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
+    /// Extra flags of the control-plane components kubeadm writes static
+    /// pods for (`ClusterConfiguration` `etcd.local.extraArgs`,
+    /// `apiServer.extraArgs`, `controllerManager.extraArgs`,
+    /// `scheduler.extraArgs`): for example etcd's `heartbeat-interval` and
+    /// `election-timeout` on slow disks or links.
+    #[serde(default, skip_serializing_if = "ComponentArgs::is_empty")]
+    pub extra_args: ComponentArgs,
+    /// kubeadm feature gates (`ClusterConfiguration.featureGates`). On
+    /// Kubernetes 1.27 and 1.28 `EtcdLearnerMode` is on unless set here:
+    /// a joining master's etcd member is added as a learner, so a member
+    /// add that times out (and succeeds later) cannot cost the cluster
+    /// its quorum; kubeadm turns it on itself from 1.29.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub feature_gates: BTreeMap<String, bool>,
+}
+
+/// `nodebake.kubeadm.extra_args`: flag name (without dashes) to value, per
+/// control-plane component. Given to kubeadm, which writes them into the
+/// static pod manifests of every master.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentArgs {
+    /// etcd (stacked, `etcd.local.extraArgs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub etcd: BTreeMap<String, String>,
+    /// kube-apiserver.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub api_server: BTreeMap<String, String>,
+    /// kube-controller-manager.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub controller_manager: BTreeMap<String, String>,
+    /// kube-scheduler.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scheduler: BTreeMap<String, String>,
+}
+
+impl ComponentArgs {
+    /// Whether no component has a flag.
+    pub fn is_empty(&self) -> bool {
+        self.components().iter().all(|(_, m)| m.is_empty())
+    }
+
+    /// `(field name, flags)` of every component, in rendering order.
+    pub fn components(&self) -> [(&'static str, &BTreeMap<String, String>); 4] {
+        [
+            ("etcd", &self.etcd),
+            ("api_server", &self.api_server),
+            ("controller_manager", &self.controller_manager),
+            ("scheduler", &self.scheduler),
+        ]
+    }
 }
 
 impl KubeadmSettings {

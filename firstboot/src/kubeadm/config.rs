@@ -9,6 +9,7 @@
 //! bootstrap token and, on the upload-certs path, the certificate key: it
 //! is written 0600 and printed only on request, never logged.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use anyhow::{bail, Context, Result};
@@ -134,12 +135,13 @@ pub fn join_path_summary(node: &NodeConfig) -> String {
         JoinPath::ControlPlaneJoin => format!(
             "control-plane join (wait for {ep}, {certs}; before each attempt: remove the etcd \
              member with this node's peer URL, wait for the earlier masters and a healthy etcd, \
-             delete a NotReady Node of this name; kubeadm join; on failure kubeadm reset -f and retry)",
+             delete a NotReady or lease-less Node of this name; kubeadm join; on failure kubeadm \
+             reset -f and retry; a Ready Node of this name is waited out)",
             ep = endpoint(node)
         ),
         JoinPath::WorkerJoin => format!(
             "worker join (wait for {ep}, kubeadm join with token + discovery hash; \
-             on failure kubeadm reset -f and retry)",
+             on failure kubeadm reset -f and retry; a Ready Node of this name is waited out)",
             ep = endpoint(node)
         ),
     }
@@ -331,6 +333,9 @@ fn skip_phases(node: &NodeConfig, phases: &[&str]) -> Option<Value> {
 /// control plane.
 fn api_server(api: KubeadmApi, node: &NodeConfig) -> Value {
     let mut e = vec![("certSANs", strings(cert_sans(node)))];
+    if let Some(a) = extra_args(api, &node.kubeadm.extra_args.api_server) {
+        e.push(("extraArgs", a));
+    }
     if let (false, Some(t)) = (
         api == KubeadmApi::V1beta4,
         &node.kubeadm.control_plane_timeout,
@@ -340,8 +345,31 @@ fn api_server(api: KubeadmApi, node: &NodeConfig) -> Value {
     map(&e)
 }
 
+/// `extraArgs` of a component, absent when it has none.
+fn extra_args(api: KubeadmApi, flags: &BTreeMap<String, String>) -> Option<Value> {
+    let flags: Vec<(&str, String)> = flags.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    (!flags.is_empty()).then(|| api.args(&flags))
+}
+
+/// `featureGates`: the inventory's, and on Kubernetes 1.27 and 1.28
+/// `EtcdLearnerMode` unless the inventory sets it. Without it kubeadm adds
+/// a joining master as a voting etcd member: when that add times out on
+/// the client (2 s in kubeadm 1.28) but commits, the cluster counts a
+/// member that never starts, loses quorum, and every later step (and the
+/// API) fails. As a learner the new member does not count until kubeadm
+/// promotes it once it has caught up. kubeadm 1.29 turns it on itself.
+pub fn feature_gates(node: &NodeConfig) -> BTreeMap<String, bool> {
+    let mut g = node.kubeadm.feature_gates.clone();
+    let v = node.kubernetes_version;
+    if (v.major, v.minor) == (1, 27) || (v.major, v.minor) == (1, 28) {
+        g.entry("EtcdLearnerMode".into()).or_insert(true);
+    }
+    g
+}
+
 fn cluster_configuration(api: KubeadmApi, node: &NodeConfig) -> Value {
-    map(&[
+    let x = &node.kubeadm.extra_args;
+    let mut e = vec![
         ("apiVersion", s(api.api_version())),
         ("kind", s("ClusterConfiguration")),
         ("clusterName", s(&node.cluster_name)),
@@ -360,7 +388,29 @@ fn cluster_configuration(api: KubeadmApi, node: &NodeConfig) -> Value {
                 ("serviceSubnet", s(&node.service_cidr.to_string())),
             ]),
         ),
-    ])
+    ];
+    let gates = feature_gates(node);
+    if !gates.is_empty() {
+        e.push((
+            "featureGates",
+            Value::Mapping(
+                gates
+                    .into_iter()
+                    .map(|(k, v)| (Value::String(k), Value::Bool(v)))
+                    .collect(),
+            ),
+        ));
+    }
+    if let Some(a) = extra_args(api, &x.etcd) {
+        e.push(("etcd", map(&[("local", map(&[("extraArgs", a)]))])));
+    }
+    if let Some(a) = extra_args(api, &x.controller_manager) {
+        e.push(("controllerManager", map(&[("extraArgs", a)])));
+    }
+    if let Some(a) = extra_args(api, &x.scheduler) {
+        e.push(("scheduler", map(&[("extraArgs", a)])));
+    }
+    map(&e)
 }
 
 fn kubelet_configuration() -> Value {
@@ -392,14 +442,24 @@ fn join_configuration(api: KubeadmApi, node: &NodeConfig, control_plane: bool) -
         ("token", s(node.secrets.bootstrap_token.expose())),
         ("caCertHashes", strings([discovery_hash(node)?])),
     ]);
+    let mut discovery = vec![("bootstrapToken", bootstrap)];
+    // kubeadm's wait for the cluster-info of the endpoint (default 5m0s):
+    // `discovery.timeout`, v1beta4 `timeouts.discovery`.
+    let discovery_timeout = node.kubeadm.discovery_timeout.as_ref();
+    if let (false, Some(t)) = (api == KubeadmApi::V1beta4, discovery_timeout) {
+        discovery.push(("timeout", s(t)));
+    }
     let mut e = vec![
         ("apiVersion", s(api.api_version())),
         ("kind", s("JoinConfiguration")),
         ("nodeRegistration", node_registration(api, node)),
-        ("discovery", map(&[("bootstrapToken", bootstrap)])),
+        ("discovery", map(&discovery)),
     ];
     if let Some(p) = skip_phases(node, KUBEADM_JOIN_PHASES) {
         e.push(("skipPhases", p));
+    }
+    if let (true, Some(t)) = (api == KubeadmApi::V1beta4, discovery_timeout) {
+        e.push(("timeouts", map(&[("discovery", s(t))])));
     }
     if control_plane {
         let mut cp = vec![("localAPIEndpoint", local_api_endpoint(node))];

@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 use nodebake_contract::image::BakedImage;
 use nodebake_contract::node::KubeVersion;
 
+use crate::quote::toml_string;
 use crate::root::Root;
 use crate::runner::{Cmd, Outcome, Runner};
 use crate::step::{pending_files, write_files, Ctx, FileSpec, Pending, Step};
@@ -63,7 +64,7 @@ pub fn render_config(sandbox_image: &str) -> String {
 version = 2
 
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{sandbox_image}"
+  sandbox_image = {sandbox_image}
 
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
@@ -72,8 +73,10 @@ version = 2
   SystemdCgroup = true
 
 [plugins."io.containerd.grpc.v1.cri".registry]
-  config_path = "{CERTS_D}"
-"#
+  config_path = {certs_d}
+"#,
+        sandbox_image = toml_string(sandbox_image),
+        certs_d = toml_string(CERTS_D),
     )
 }
 
@@ -84,9 +87,16 @@ pub fn render_hosts_toml(registry: &str, mirrors: &[String]) -> String {
     } else {
         format!("https://{registry}")
     };
-    let mut s = format!("# Managed by nodebake-firstboot.\nserver = \"{server}\"\n");
+    let mut s = format!(
+        "# Managed by nodebake-firstboot.\nserver = {}\n",
+        toml_string(&server)
+    );
+    // Mirrors are tried in file order: one table each, its key quoted.
     for m in mirrors {
-        s += &format!("\n[host.\"{m}\"]\n  capabilities = [\"pull\", \"resolve\"]\n");
+        s += &format!(
+            "\n[host.{}]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            toml_string(m)
+        );
     }
     s
 }

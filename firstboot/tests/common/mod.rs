@@ -14,6 +14,15 @@ pub fn fixture(host: &str) -> PathBuf {
         .join(host)
 }
 
+/// A finished command's stdout and stderr, for failure messages.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// Whether every tool in `tools` is available (names on `$PATH` or
 /// absolute paths). Under `CI=true` a missing tool fails the test;
 /// elsewhere the test is skipped with a printed reason.

@@ -376,6 +376,65 @@ fn kubeadm_settings_are_checked_and_named() {
     let mut b = s.clone();
     b.kubeadm.control_plane_timeout = Some("20 minutes".into());
     assert_field(&m, &b, "nodebake.kubeadm.control_plane_timeout", "duration");
+    for (flag, value, field, why) in [
+        (
+            "--heartbeat-interval",
+            "500",
+            "nodebake.kubeadm.extra_args.etcd",
+            "flag name",
+        ),
+        (
+            "Heartbeat",
+            "500",
+            "nodebake.kubeadm.extra_args.etcd",
+            "flag name",
+        ),
+        (
+            "heartbeat_interval",
+            "500",
+            "nodebake.kubeadm.extra_args.etcd",
+            "flag name",
+        ),
+        ("", "500", "nodebake.kubeadm.extra_args.etcd", "flag name"),
+        (
+            "heartbeat-interval",
+            "500\n- bad",
+            "nodebake.kubeadm.extra_args.etcd.heartbeat-interval",
+            "control character",
+        ),
+    ] {
+        let mut b = s.clone();
+        b.kubeadm.extra_args.etcd.insert(flag.into(), value.into());
+        assert_field(&m, &b, field, why);
+    }
+    for gate in ["etcdLearnerMode", "Etcd-Learner", "", "Etcd\nX"] {
+        let mut b = s.clone();
+        b.kubeadm.feature_gates.insert(gate.into(), true);
+        assert_field(
+            &m,
+            &b,
+            "nodebake.kubeadm.feature_gates",
+            "not a feature gate name",
+        );
+    }
+    let mut b = s.clone();
+    b.kubeadm
+        .feature_gates
+        .insert("EtcdLearnerMode".into(), false);
+    b.kubeadm
+        .extra_args
+        .scheduler
+        .insert("v".into(), "2".into());
+    b.kubeadm
+        .extra_args
+        .api_server
+        .insert("feature-gates".into(), "A=true,B=false".into());
+    let c = NodeConfig::from_parts(&m, &b).unwrap();
+    assert_eq!(
+        c.kubeadm.extra_args.api_server["feature-gates"],
+        "A=true,B=false"
+    );
+    assert_eq!(parse_user_data(&render_user_data(&b)).unwrap(), b);
     // Not written when left at the defaults.
     let mut d = s.clone();
     d.kubeadm = KubeadmSettings::default();

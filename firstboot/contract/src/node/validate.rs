@@ -10,6 +10,7 @@ use super::{
     LoadBalancerMode, Member, MemberSettings, MetaData, NodeConfig, NodeSettings, Preempt, Secrets,
     NODE_SCHEMA_VERSION,
 };
+use crate::grammar;
 use crate::profile::Role;
 
 /// Collects field errors while validating.
@@ -108,6 +109,16 @@ fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// A command-line flag name as given without its dashes: `a-z`, `0-9` and
+/// inner `-`.
+fn is_flag_name(s: &str) -> bool {
+    s.bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 fn check_simple_name(s: &str, what: &str) -> Result<(), String> {
     if s.is_empty()
         || !s
@@ -177,18 +188,7 @@ pub(super) fn validate(meta: &MetaData, s: &NodeSettings) -> Result<NodeConfig, 
             );
         }
     }
-    if s.interface.is_empty()
-        || s.interface.len() > 15
-        || s.interface.contains(['/', ' ', '\t', '\n'])
-    {
-        e.add(
-            n("interface"),
-            format!(
-                "`{}` is not an interface name (1-15 characters, no `/` or spaces)",
-                s.interface
-            ),
-        );
-    }
+    e.take(&n("interface"), grammar::interface_name(&s.interface));
     e.take(&n("cluster_name"), check_hostname(&s.cluster_name));
     let version = e.take(
         &n("kubernetes_version"),
@@ -328,38 +328,26 @@ pub(super) fn validate(meta: &MetaData, s: &NodeSettings) -> Result<NodeConfig, 
             e.take(&n(&format!("ntp_servers[{i}]")), check_hostname(server));
         }
     }
-    if s.image_repository.is_empty()
-        || s.image_repository.contains("://")
-        || s.image_repository.contains(char::is_whitespace)
-    {
-        e.add(
-            n("image_repository"),
-            format!(
-                "`{}` is not a registry path (no scheme, no spaces)",
-                s.image_repository
-            ),
-        );
-    }
+    e.take(
+        &n("image_repository"),
+        grammar::image_repository(&s.image_repository),
+    );
     for (host, urls) in &s.registry_mirrors {
-        if host.is_empty() || host.contains(['/', ' ']) {
-            e.add(
-                n("registry_mirrors"),
-                format!("`{host}` is not a registry host"),
-            );
-        }
-        if urls.is_empty() {
-            e.add(n("registry_mirrors"), format!("`{host}` lists no mirror"));
-        }
-        for u in urls {
-            let ok = (u.starts_with("https://") || u.starts_with("http://"))
-                && !u.contains(char::is_whitespace)
-                && !u.contains('"');
-            if !ok {
-                e.add(
-                    n(&format!("registry_mirrors.{host}")),
-                    format!("`{u}` is not an http(s) URL"),
-                );
+        // A host that passed its grammar may name the field of its URLs.
+        let url_field = match grammar::registry_host(host) {
+            Err(why) => {
+                e.add(n("registry_mirrors"), why);
+                "registry_mirrors".to_string()
             }
+            Ok(()) => {
+                if urls.is_empty() {
+                    e.add(n("registry_mirrors"), format!("`{host}` lists no mirror"));
+                }
+                format!("registry_mirrors.{host}")
+            }
+        };
+        for (i, u) in urls.iter().enumerate() {
+            e.take(&n(&format!("{url_field}[{i}]")), grammar::mirror_url(u));
         }
     }
     let firewalld = match s.firewalld.as_str() {
@@ -374,7 +362,7 @@ pub(super) fn validate(meta: &MetaData, s: &NodeSettings) -> Result<NodeConfig, 
         }
     };
     for (k, v) in &s.kubelet_extra_args {
-        if check_simple_name(k, "flag name").is_err() || k.contains('_') {
+        if !is_flag_name(k) {
             e.add(
                 n("kubelet_extra_args"),
                 format!("`{k}` is not a flag name (a-z, 0-9, `-`, no leading dashes)"),
@@ -465,7 +453,8 @@ pub(super) fn validate(meta: &MetaData, s: &NodeSettings) -> Result<NodeConfig, 
 
 /// `kubeadm.skip_phases`: phases `kubeadm init` or `join` knows, by
 /// top-level name, each once; `kubeadm.control_plane_timeout`: a Go
-/// duration.
+/// duration; `kubeadm.extra_args`: flag names, values without control
+/// characters.
 fn validate_kubeadm(e: &mut Errors, k: &super::KubeadmSettings) {
     use super::{kubeadm_phase_root, KUBEADM_INIT_PHASES, KUBEADM_JOIN_PHASES};
     let n = |f: &str| format!("nodebake.{f}");
@@ -503,12 +492,48 @@ fn validate_kubeadm(e: &mut Errors, k: &super::KubeadmSettings) {
             );
         }
     }
-    if let Some(t) = &k.control_plane_timeout {
-        if !crate::profile::is_go_duration(t) {
+    for (field, value) in [
+        ("control_plane_timeout", &k.control_plane_timeout),
+        ("discovery_timeout", &k.discovery_timeout),
+    ] {
+        if let Some(t) = value {
+            if !crate::profile::is_go_duration(t) {
+                e.add(
+                    n(&format!("kubeadm.{field}")),
+                    format!("{} is not a duration like 4m0s or 20m", grammar::shown(t)),
+                );
+            }
+        }
+    }
+    for gate in k.feature_gates.keys() {
+        let ok = gate.bytes().next().is_some_and(|b| b.is_ascii_uppercase())
+            && gate.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !ok {
             e.add(
-                n("kubeadm.control_plane_timeout"),
-                format!("`{t}` is not a duration like 4m0s or 20m"),
+                n("kubeadm.feature_gates"),
+                format!(
+                    "{} is not a feature gate name (CamelCase letters and digits, e.g. EtcdLearnerMode)",
+                    grammar::shown(gate)
+                ),
             );
+        }
+    }
+    // Rendered through the YAML serializer, so any printable value is
+    // safe; names follow the flag grammar, nothing holds a control byte.
+    for (component, flags) in k.extra_args.components() {
+        for (flag, value) in flags {
+            let field = n(&format!("kubeadm.extra_args.{component}"));
+            if !is_flag_name(flag) {
+                e.add(
+                    field,
+                    format!("`{flag}` is not a flag name (a-z, 0-9, `-`, no leading dashes)"),
+                );
+            } else if value.chars().any(char::is_control) {
+                e.add(
+                    format!("{field}.{flag}"),
+                    "the value holds a control character (newline, tab, ...)",
+                );
+            }
         }
     }
 }
@@ -756,13 +781,7 @@ fn validate_secrets(
         }
     }
     if let Some(p) = &sec.vrrp_password {
-        let len = p.expose().chars().count();
-        if len == 0 || len > 8 {
-            e.add(
-                f("vrrp_password"),
-                "must be 1-8 characters (keepalived truncates longer passwords)",
-            );
-        }
+        e.take(&f("vrrp_password"), grammar::vrrp_password(p.expose()));
     }
     if let Some(ca) = &sec.ca {
         let pems: BTreeMap<&str, &str> = [

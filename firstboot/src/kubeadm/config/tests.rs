@@ -232,6 +232,78 @@ fn every_master_name_and_ip_lands_in_cert_sans() {
 use serde::Deserialize as _;
 
 #[test]
+fn component_extra_args_land_in_the_cluster_configuration_per_api() {
+    let with = |host: &str, version: &str| {
+        let mut n = seed(host, version);
+        let x = &mut n.kubeadm.extra_args;
+        x.etcd.insert("heartbeat-interval".into(), "500".into());
+        x.etcd.insert("election-timeout".into(), "5000".into());
+        x.api_server.insert("audit-log-maxage".into(), "7".into());
+        x.controller_manager
+            .insert("node-monitor-grace-period".into(), "60s".into());
+        x.scheduler.insert("v".into(), "2".into());
+        n
+    };
+    let b3 = render(&with("k8s-master1", "1.28.3"));
+    for want in [
+        "etcd:\n  local:\n    extraArgs:\n      election-timeout: '5000'\n      heartbeat-interval: '500'\n",
+        "  extraArgs:\n    audit-log-maxage: '7'\n",
+        "controllerManager:\n  extraArgs:\n    node-monitor-grace-period: 60s\n",
+        "scheduler:\n  extraArgs:\n    v: '2'\n",
+    ] {
+        assert!(b3.contains(want), "want {want:?} in\n{b3}");
+    }
+    let b4 = render(&with("k8s-master1", "1.31.1"));
+    assert!(
+        b4.contains(
+            "etcd:\n  local:\n    extraArgs:\n    - name: election-timeout\n      value: '5000'\n"
+        ),
+        "{b4}"
+    );
+    let b2 = render(&with("k8s-master1", "1.20.0"));
+    assert!(b2.contains("    heartbeat-interval: '500'\n"), "{b2}");
+    // Only the initialiser's ClusterConfiguration carries them (joining
+    // masters take the cluster's from kubeadm-config).
+    let join = render(&with("k8s-master2", "1.28.3"));
+    assert!(!join.contains("extraArgs"), "{join}");
+    // None set: no empty mappings.
+    let plain = render(&seed("k8s-master1", "1.28.3"));
+    assert!(
+        !plain.contains("extraArgs") && !plain.contains("etcd:"),
+        "{plain}"
+    );
+}
+
+#[test]
+fn etcd_learner_mode_is_on_for_1_27_and_1_28_unless_the_inventory_says() {
+    let init = render(&seed("k8s-master1", "1.28.3"));
+    assert!(
+        init.contains("featureGates:\n  EtcdLearnerMode: true\n"),
+        "{init}"
+    );
+    assert!(render(&seed("k8s-master1", "1.27.11")).contains("EtcdLearnerMode: true"));
+    // kubeadm's own default from 1.29; unknown to 1.26 and earlier.
+    for v in ["1.26.5", "1.29.0", "1.31.1", "1.20.0"] {
+        let text = render(&seed("k8s-master1", v));
+        assert!(!text.contains("featureGates"), "{v}: {text}");
+    }
+    let mut n = seed("k8s-master1", "1.28.3");
+    n.kubeadm
+        .feature_gates
+        .insert("EtcdLearnerMode".into(), false);
+    n.kubeadm
+        .feature_gates
+        .insert("PublicKeysECDSA".into(), true);
+    let text = render(&n);
+    assert!(
+        text.contains("featureGates:\n  EtcdLearnerMode: false\n  PublicKeysECDSA: true\n"),
+        "{text}"
+    );
+    // Joining masters take the gates from the cluster's kubeadm-config.
+    assert!(!render(&seed("k8s-master2", "1.28.3")).contains("featureGates"));
+}
+
+#[test]
 fn skip_phases_go_to_the_configuration_whose_kubeadm_has_them() {
     let with = |host: &str, version: &str| {
         let mut n = seed(host, version);
@@ -241,6 +313,7 @@ fn skip_phases_go_to_the_configuration_whose_kubeadm_has_them() {
             "control-plane-join/etcd".into(),
         ];
         n.kubeadm.control_plane_timeout = Some("20m0s".into());
+        n.kubeadm.discovery_timeout = Some("15m0s".into());
         n
     };
     let init = render(&with("k8s-master1", "1.28.3"));
@@ -256,6 +329,10 @@ fn skip_phases_go_to_the_configuration_whose_kubeadm_has_them() {
         "{join}"
     );
     assert!(!join.contains("addon/coredns"), "{join}");
+    assert!(join.contains("  timeout: 15m0s\n"), "{join}");
+    assert!(!init.contains("15m0s"), "{init}");
+    let join4 = render(&with("k8s-node1", "1.31.1"));
+    assert!(join4.contains("timeouts:\n  discovery: 15m0s\n"), "{join4}");
     let b4 = render(&with("k8s-master1", "1.31.1"));
     assert!(
         b4.contains("timeouts:\n  controlPlaneComponentHealthCheck: 20m0s"),

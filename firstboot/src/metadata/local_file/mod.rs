@@ -4,7 +4,8 @@
 use anyhow::{Context, Result};
 use nodebake_contract::layout;
 
-use super::{decode::decode, Documents, Metadata, MetadataProvider};
+use super::decode::{decode, read_capped};
+use super::{Documents, Metadata, MetadataProvider};
 use crate::root::Root;
 
 /// Reads [`layout::LOCAL_METADATA`] under the root.
@@ -26,7 +27,7 @@ impl MetadataProvider for LocalFile {
 
     fn fetch(&self) -> Result<Option<Metadata>> {
         let p = self.root.path(layout::LOCAL_METADATA);
-        match std::fs::read(&p) {
+        match read_capped(&p) {
             Ok(bytes) => Ok(Some(Metadata {
                 source: format!("local file {}", p.display()),
                 documents: Documents::Local(

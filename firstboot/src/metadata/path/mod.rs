@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use super::{decode::decode, nocloud_seed, Documents, Metadata, MetadataProvider};
+use super::decode::{decode, read_capped};
+use super::{nocloud_seed, Documents, Metadata, MetadataProvider};
 
 /// Metadata at a path.
 pub struct PathSource {
@@ -26,7 +27,7 @@ impl PathSource {
 pub fn read_nocloud_dir(dir: &std::path::Path) -> Result<Documents> {
     let read = |name: &str| -> Result<String> {
         let p = dir.join(name);
-        let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+        let bytes = read_capped(&p).with_context(|| format!("reading {}", p.display()))?;
         decode(&bytes).with_context(|| format!("decoding {}", p.display()))
     };
     let nc = dir.join("network-config");
@@ -60,7 +61,7 @@ impl MetadataProvider for PathSource {
                 documents: docs,
             }));
         } else if ft.is_file() {
-            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            let bytes = read_capped(p).with_context(|| format!("reading {}", p.display()))?;
             (
                 Documents::Local(decode(&bytes).with_context(|| p.display().to_string())?),
                 "local file",

@@ -4,6 +4,8 @@
 
 use nodebake_contract::node::{NodeConfig, Preempt};
 
+use crate::quote::systemd_exec_word;
+
 /// keepalived's configuration file (holds the VRRP password: 0600).
 pub const CONFIG: &str = "/etc/keepalived/keepalived.conf";
 /// Root-owned 0755 directory of the track script. keepalived with
@@ -53,7 +55,11 @@ ExecStopPost=-/usr/sbin/ip {}
 Restart=on-failure
 RestartSec=2s
 ",
-        vip_cleanup_args(node).join(" ")
+        vip_cleanup_args(node)
+            .iter()
+            .map(|a| systemd_exec_word(a))
+            .collect::<Vec<_>>()
+            .join(" ")
     )
 }
 
