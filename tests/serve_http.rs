@@ -50,6 +50,10 @@ fn bytes(n: usize, seed: u64) -> Vec<u8> {
 }
 
 fn start() -> Serve {
+    start_with(&[])
+}
+
+fn start_with(args: &[&str]) -> Serve {
     let tmp = tempfile::tempdir().unwrap();
     let cluster = tmp.path().join("cluster");
     run_ok(
@@ -76,6 +80,7 @@ fn start() -> Serve {
         .arg("--image")
         .arg(&image)
         .args(["--listen", "127.0.0.1:0"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -260,6 +265,31 @@ fn kernel_and_initramfs_with_ranges() {
     );
     assert_eq!(bad.status, 416);
     assert!(bad.head.contains(&format!("Content-Range: bytes */{size}")));
+    // Not a valid range (RFC 9110: ignored): the whole file, not 416.
+    for h in ["Range: bytes=5-2", "Range: bytes=abc", "Range: bytes=1-x"] {
+        let r = get(&s.addr, "/image/initramfs.cpio.gz", &[h]);
+        assert_eq!(r.status, 200, "{h}: {}", r.head);
+        assert_eq!(r.body, s.initramfs, "{h}");
+    }
+    let head = {
+        let mut c = TcpStream::connect(&s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            c,
+            "HEAD /image/initramfs.cpio.gz HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        .unwrap();
+        let mut all = Vec::new();
+        c.read_to_end(&mut all).unwrap();
+        String::from_utf8_lossy(&all).into_owned()
+    };
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.contains(&format!("content-length: {size}"))
+            || head.contains(&format!("Content-Length: {size}")),
+        "{head}"
+    );
+    assert!(head.ends_with("\r\n\r\n"), "HEAD has no body: {head:?}");
     assert_eq!(get(&s.addr, "/image/vmlinuz", &[]).body.len(), 1 << 20);
     assert_eq!(get(&s.addr, "/image/manifest.json", &[]).status, 404);
 }
@@ -290,4 +320,133 @@ fn fifty_concurrent_initramfs_downloads() {
         (50 * s.initramfs.len()) as f64 / (1 << 20) as f64 / secs
     );
     assert!(secs < 60.0, "50 downloads took {secs:.1}s");
+}
+
+/// A request line's target as a client may send it, percent-encoded.
+fn logged_lines(log: &str) -> Vec<&str> {
+    log.lines().collect()
+}
+
+#[test]
+fn the_log_escapes_what_clients_send() {
+    let s = start();
+    // A decoded %0a must not start a forged log line; an escape sequence
+    // must not reach the terminal.
+    assert_eq!(
+        get(&s.addr, "/ipxe?mac=%0aFORGED%20200%1b%5b2J", &[]).status,
+        400
+    );
+    assert_eq!(get(&s.addr, "/nodes/%0aFORGED/user-data", &[]).status, 400);
+    // Give the log line its moment (written once the body is sent).
+    std::thread::sleep(Duration::from_millis(200));
+    let log = s.log();
+    assert!(
+        logged_lines(&log).iter().all(|l| !l.starts_with("FORGED")),
+        "{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "{log:?}");
+    assert!(log.contains("bad MAC"), "{log}");
+}
+
+#[test]
+fn beyond_max_connections_a_client_gets_503_at_once() {
+    let s = start_with(&["--max-connections", "8"]);
+    // Eight idle connections hold every permit (until the head timeout).
+    let idle: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(&s.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = get(&s.addr, "/boot.ipxe", &[]);
+    assert_eq!(r.status, 503, "{}", r.head);
+    assert!(r.head.contains("Retry-After: 1"), "{}", r.head);
+    drop(idle);
+    // Permits come back when those connections go.
+    let mut ok = false;
+    for _ in 0..50 {
+        if get(&s.addr, "/boot.ipxe", &[]).status == 200 {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ok, "permits never came back: {}", s.log());
+}
+
+/// 500 clients that connect and then send nothing, or a byte a second,
+/// while genuine requests are timed. Each genuine request must be answered
+/// (the thread-pool server left them waiting for a free worker); slow
+/// clients are cut off at the head timeout. Prints `serve-slow-bench
+/// slow_clients=500 genuine_p99_ms=<n>` (a figure, not an assertion).
+#[test]
+fn slow_and_idle_clients_do_not_delay_genuine_requests() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const SLOW: usize = 500;
+    let s = start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let addr = s.addr.clone();
+    let flag = Arc::clone(&stop);
+    let slow = std::thread::spawn(move || {
+        let connect = || {
+            let c = TcpStream::connect(&addr).ok()?;
+            c.set_nonblocking(true).ok()?;
+            Some(c)
+        };
+        let mut conns: Vec<Option<TcpStream>> = (0..SLOW).map(|_| connect()).collect();
+        let head = b"GET /boot.ipxe HTTP/1.1\r\nHost: slow\r\nX-Pad: ";
+        let mut closed_by_server = 0usize;
+        // Bounded: at most 25 rounds of one second.
+        for round in 0..25usize {
+            if flag.load(Ordering::Relaxed) {
+                break;
+            }
+            for (i, slot) in conns.iter_mut().enumerate() {
+                let Some(c) = slot else {
+                    *slot = connect();
+                    continue;
+                };
+                // Did the server close it?
+                let mut buf = [0u8; 512];
+                let gone = match c.read(&mut buf) {
+                    Ok(_) => true,
+                    Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                };
+                // Odd ones dribble their head; even ones stay idle.
+                let gone = gone
+                    || (i % 2 == 1 && c.write(&head[round.min(head.len() - 1)..][..1]).is_err());
+                if gone {
+                    closed_by_server += 1;
+                    *slot = connect();
+                }
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        closed_by_server
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let mut ms = Vec::new();
+    for i in 0..60 {
+        let path = if i % 2 == 0 {
+            format!("/ipxe?mac={NODE1_MAC}")
+        } else {
+            format!("/nodes/{NODE1_MAC}/meta-data")
+        };
+        let t = std::time::Instant::now();
+        let r = get(&s.addr, &path, &[]);
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(r.status, 200, "{path} with {SLOW} slow clients: {}", r.head);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let closed = slow.join().unwrap();
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let p99 = ms[(ms.len() * 99).div_ceil(100) - 1];
+    println!("serve-slow-bench slow_clients={SLOW} genuine_p99_ms={p99:.0}");
+    eprintln!("serve-slow-bench slow_clients={SLOW} genuine_p99_ms={p99:.0}");
+    // Over ~19 s every one of them outlived the 10 s head timeout once.
+    assert!(
+        closed >= SLOW,
+        "only {closed} of {SLOW} slow or idle connections were closed by the server"
+    );
 }

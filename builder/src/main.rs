@@ -52,6 +52,10 @@ enum Command {
         /// Rebuild even if the build cache holds these exact outputs.
         #[arg(long)]
         no_cache: bool,
+        /// Replace --out even when it is a non-empty directory that is not
+        /// an earlier nodebake output.
+        #[arg(long)]
+        force: bool,
     },
     /// Download every URL and registry input of SPEC into the store,
     /// verified by sha256; refuses unpinned inputs unless --pin.
@@ -110,9 +114,12 @@ enum Command {
         /// Base URL machines reach this server at [default: http://<Host header>].
         #[arg(long)]
         advertise: Option<String>,
-        /// Worker threads (concurrent connections).
-        #[arg(long, default_value_t = 64)]
+        /// Runtime worker threads (connections are tasks, not threads).
+        #[arg(long, default_value_t = 4)]
         threads: usize,
+        /// Connections served at once; beyond that, 503 at once.
+        #[arg(long, default_value_t = 4096)]
+        max_connections: usize,
     },
     /// Re-check an output directory against SHA256SUMS and manifest.json.
     Verify {
@@ -201,6 +208,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             without_firstboot,
             profiles_dir,
             no_cache,
+            force,
         } => {
             let out = out.unwrap_or_else(|| {
                 PathBuf::from("out")
@@ -219,6 +227,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 profiles_dir,
                 no_cache,
+                force,
                 quiet: cli.quiet,
             };
             let report = build(&opts)?;
@@ -280,6 +289,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             advertise,
             threads,
+            max_connections,
         } => {
             let server = nodebake::serve::Server::new(nodebake::serve::ServeOptions {
                 cluster_dir: dir,
@@ -287,6 +297,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 listen,
                 advertise,
                 threads,
+                max_connections,
             })?;
             server.run()?;
             Ok(ExitCode::SUCCESS)

@@ -9,32 +9,52 @@
 //!   `Range` support (sent with `sendfile` by `std::io::copy`);
 //! - `GET /nodes/<mac>/{meta-data,user-data,network-config,vendor-data}`.
 //!
-//! One accept thread hands connections to a fixed pool of workers through a
-//! bounded queue (a full queue answers 503); every socket has read and
-//! write timeouts; one request per connection. Every request is logged to
-//! stderr (peer, request line, status, bytes, milliseconds); paths carry no
-//! secrets, bodies are never logged. `nodes.json` is re-read per request,
-//! so a re-run of `cluster init` is served at once.
+//! Connections are served by hyper on a tokio runtime: hundreds of slow or
+//! idle clients cost a task each, not a thread, so they cannot delay a
+//! genuine request. Each connection has a deadline for its request head
+//! (`HEAD_TIMEOUT`: a client dribbling its header a byte at a time is cut
+//! off), a write idle timeout, an overall lifetime, and holds one of
+//! `--max-connections` permits (beyond that: 503 at once). One request per
+//! connection. Every request is logged to stderr once its body is sent
+//! (peer, request line, status, bytes, milliseconds) with whatever the
+//! client sent escaped (`escape_default`: no forged lines, no terminal
+//! escapes); paths carry no secrets, bodies are never logged.
+//! `nodes.json` is re-read per request, so a re-run of `cluster init` is
+//! served at once.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{Seek, SeekFrom, Write};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::Semaphore;
 
 use crate::cluster::inventory::canonical_mac;
 use crate::cluster::NodeIndex;
 
-/// Largest request head accepted.
-const MAX_HEAD: usize = 16 * 1024;
 /// Files the image directory may serve.
 const IMAGE_FILES: &[&str] = &["vmlinuz", "initramfs.cpio.gz"];
 /// Documents served per node.
 const NODE_DOCS: &[&str] = &["meta-data", "user-data", "network-config", "vendor-data"];
+/// The whole request head must arrive within this.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that takes nothing of a response for this long is dropped.
+const WRITE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// No connection lives longer (a 1 GiB initramfs at 1 MiB/s fits).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(30 * 60);
 
 /// Options of `nodebake serve`.
 #[derive(Debug, Clone)]
@@ -47,8 +67,10 @@ pub struct ServeOptions {
     pub listen: String,
     /// Base URL machines use to reach this server.
     pub advertise: Option<String>,
-    /// Worker threads.
+    /// Runtime worker threads.
     pub threads: usize,
+    /// Connections served at once; more are answered 503.
+    pub max_connections: usize,
 }
 
 /// Shared, read-only server state.
@@ -78,6 +100,9 @@ impl Server {
         if !(1..=1024).contains(&opts.threads) {
             bail!("--threads must be 1-1024");
         }
+        if !(1..=1_000_000).contains(&opts.max_connections) {
+            bail!("--max-connections must be 1-1000000");
+        }
         NodeIndex::load(&opts.cluster_dir)?;
         let cmdline = match &opts.image_dir {
             Some(d) => {
@@ -93,8 +118,11 @@ impl Server {
                 String::new()
             }
         };
+        let mut opts = opts;
+        opts.max_connections = raise_fd_limit(opts.max_connections);
         let listener = TcpListener::bind(&opts.listen)
             .with_context(|| format!("listening on {}", opts.listen))?;
+        listener.set_nonblocking(true)?;
         Ok(Self {
             listener,
             state: Arc::new(State { opts, cmdline }),
@@ -109,50 +137,290 @@ impl Server {
     /// Prints `listening on http://ADDR` on stdout and serves forever.
     pub fn run(self) -> Result<()> {
         let addr = self.local_addr()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.state.opts.threads)
+            .thread_name("serve")
+            .enable_all()
+            .build()
+            .context("starting the serve runtime")?;
         println!("nodebake serve: listening on http://{addr}");
         std::io::stdout().flush()?;
-        let threads = self.state.opts.threads;
-        let (tx, rx) = sync_channel::<TcpStream>(threads * 4);
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..threads {
-            let rx = Arc::clone(&rx);
-            let state = Arc::clone(&self.state);
-            std::thread::Builder::new()
-                .name(format!("serve-{i}"))
-                .spawn(move || worker(&rx, &state))?;
-        }
-        for conn in self.listener.incoming() {
-            let stream = match conn {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("nodebake serve: accept: {e}");
-                    std::thread::sleep(Duration::from_millis(50));
-                    continue;
-                }
-            };
-            match tx.try_send(stream) {
-                Ok(()) => {}
-                Err(TrySendError::Full(mut s)) => {
-                    eprintln!(
-                        "nodebake serve: busy: every worker and queue slot is taken, answering 503"
-                    );
-                    let _ = s.write_all(
-                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n",
-                    );
-                }
-                Err(TrySendError::Disconnected(_)) => bail!("every worker thread ended"),
-            }
-        }
-        Ok(())
+        rt.block_on(accept_loop(self.listener, self.state))
     }
 }
 
-fn worker(rx: &Mutex<Receiver<TcpStream>>, state: &State) {
-    loop {
-        let next = rx.lock().map(|r| r.recv());
-        let Ok(Ok(stream)) = next else { return };
-        handle(stream, state);
+/// Raises the soft open-files limit so `want` connections fit (plus some
+/// for files being served); returns how many fit under the hard limit.
+fn raise_fd_limit(want: usize) -> usize {
+    const SPARE: u64 = 64;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return want;
     }
+    // Each connection may hold its socket and an open image file.
+    let need = (want as u64).saturating_mul(2).saturating_add(SPARE);
+    if lim.rlim_cur < need {
+        let target = need.min(lim.rlim_max);
+        let raised = libc::rlimit {
+            rlim_cur: target,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = target;
+        }
+    }
+    let fits = (lim.rlim_cur.saturating_sub(SPARE) / 2).max(1) as usize;
+    if fits < want {
+        eprintln!(
+            "nodebake serve: the open-files limit ({}) fits {fits} connections, not {want}: \
+             serving at most {fits} at once (raise `ulimit -n`)",
+            lim.rlim_cur
+        );
+        return fits;
+    }
+    want
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<State>) -> Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let permits = Arc::new(Semaphore::new(state.opts.max_connections));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // EMFILE and the like: back off instead of spinning.
+                eprintln!("nodebake serve: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            eprintln!(
+                "nodebake serve: {peer}: busy: {} connections open, answering 503",
+                state.opts.max_connections
+            );
+            tokio::spawn(async move {
+                // Answer, close our side, and drain what the client sent
+                // (closing with unread data would reset the connection
+                // before the client reads the 503). Bounded: 2 s, 64 KiB.
+                let mut stream = stream;
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    stream
+                        .write_all(
+                            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n",
+                        )
+                        .await?;
+                    stream.shutdown().await?;
+                    let mut buf = [0u8; 4096];
+                    for _ in 0..16 {
+                        if stream.read(&mut buf).await? == 0 {
+                            break;
+                        }
+                    }
+                    Ok::<_, std::io::Error>(())
+                })
+                .await;
+            });
+            continue;
+        };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = stream.set_nodelay(true);
+            // A client that connects and sends nothing holds a permit for
+            // at most HEAD_TIMEOUT (hyper's head timer may only start with
+            // the first byte).
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(HEAD_TIMEOUT, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(Ok(_)) | Ok(Err(_)) => return,
+                Err(_) => {
+                    eprintln!("{peer} connection: nothing sent within {HEAD_TIMEOUT:?}, closed");
+                    return;
+                }
+            }
+            let local = stream.local_addr().ok();
+            let mut io = tokio_io_timeout::TimeoutStream::new(stream);
+            io.set_write_timeout(Some(WRITE_IDLE_TIMEOUT));
+            let io = TokioIo::new(Box::pin(io));
+            let service = service_fn(move |req| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, std::convert::Infallible>(respond(req, state, peer, local).await) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .title_case_headers(true)
+                .header_read_timeout(HEAD_TIMEOUT)
+                .keep_alive(false)
+                .max_buf_size(16 * 1024)
+                .serve_connection(io, service);
+            match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("{peer} connection: {}", shown(&e.to_string())),
+                Err(_) => {
+                    eprintln!("{peer} connection: open longer than {CONNECTION_LIFETIME:?}, closed")
+                }
+            }
+        });
+    }
+}
+
+/// What a client sent, as the log may show it.
+fn shown(s: &str) -> String {
+    s.escape_default().to_string()
+}
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// A response body that logs the request once it is sent (or dropped).
+struct Logged {
+    inner: Body,
+    line: String,
+    status: u16,
+    sent: u64,
+    started: Instant,
+}
+
+impl HttpBody for Logged {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(d) = f.data_ref() {
+                self.sent += d.len() as u64;
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        eprintln!(
+            "{} {} {} {}ms",
+            self.line,
+            self.status,
+            self.sent,
+            self.started.elapsed().as_millis()
+        );
+    }
+}
+
+async fn respond(
+    req: hyper::Request<hyper::body::Incoming>,
+    state: Arc<State>,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+) -> hyper::Response<Logged> {
+    let started = Instant::now();
+    let header = |name: hyper::header::HeaderName| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let r = Request {
+        method: req.method().as_str().to_string(),
+        target: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| req.uri().to_string()),
+        host: header(hyper::header::HOST),
+        range: header(hyper::header::RANGE),
+    };
+    let line = format!("{peer} \"{} {}\"", shown(&r.method), shown(&r.target));
+    let head_only = r.method == "HEAD";
+    // Routing reads nodes.json and opens files: blocking work, off the
+    // runtime's threads.
+    let routed = tokio::task::spawn_blocking(move || {
+        let out = route(&r, &state, local);
+        (out, r)
+    })
+    .await;
+    let (resp, note) = match routed {
+        Ok(((resp, note), _)) => (resp, note),
+        Err(e) => (
+            Response::text(500, "internal error\n"),
+            Some(format!("routing: {e}")),
+        ),
+    };
+    if let Some(n) = &note {
+        eprintln!("nodebake serve: {peer}: {}", shown(n));
+    }
+    let status = resp.status;
+    let (len, body): (u64, Body) = match resp.body {
+        BodyKind::Text(t) => (
+            t.len() as u64,
+            Full::new(Bytes::from(t)).map_err(|n| match n {}).boxed(),
+        ),
+        BodyKind::File { file, start, len } => (len, file_body(file, start, len)),
+    };
+    let body = if head_only {
+        Full::new(Bytes::new()).map_err(|n| match n {}).boxed()
+    } else {
+        body
+    };
+    let mut b = hyper::Response::builder()
+        .status(status)
+        .header("Server", "nodebake")
+        .header("Content-Type", resp.content_type)
+        .header("Content-Length", len)
+        .header("Connection", "close");
+    for (k, v) in &resp.extra {
+        b = b.header(*k, v);
+    }
+    let logged = Logged {
+        inner: body,
+        line,
+        status,
+        sent: 0,
+        started,
+    };
+    b.body(logged).unwrap_or_else(|e| {
+        eprintln!("nodebake serve: {peer}: building the response: {e}");
+        hyper::Response::new(Logged {
+            inner: Full::new(Bytes::new()).map_err(|n| match n {}).boxed(),
+            line: format!("{peer} (unbuildable response)"),
+            status: 500,
+            sent: 0,
+            started,
+        })
+    })
+}
+
+/// `len` bytes of `file` from `start`, read in 256 KiB chunks.
+fn file_body(file: File, start: u64, len: u64) -> Body {
+    let stream = futures_util::stream::once(async move {
+        let mut f = file;
+        f.seek(SeekFrom::Start(start))?;
+        Ok::<_, std::io::Error>(tokio::fs::File::from_std(f))
+    })
+    .map(move |f| match f {
+        Ok(f) => tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 * 1024).left_stream(),
+        Err(e) => futures_util::stream::once(async move { Err(e) }).right_stream(),
+    })
+    .flatten()
+    .map(|chunk| chunk.map(Frame::data));
+    BodyExt::boxed(StreamBody::new(stream))
 }
 
 /// A parsed request head.
@@ -163,42 +431,8 @@ struct Request {
     range: Option<String>,
 }
 
-fn read_head(stream: &TcpStream) -> Result<Request> {
-    let mut r = BufReader::new(stream.take(MAX_HEAD as u64));
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    let mut parts = line.split_whitespace();
-    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
-        bail!("bad request line");
-    };
-    let mut req = Request {
-        method: method.to_string(),
-        target: target.to_string(),
-        host: None,
-        range: None,
-    };
-    for _ in 0..100 {
-        let mut h = String::new();
-        if r.read_line(&mut h)? == 0 {
-            bail!("connection closed in the request head");
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            return Ok(req);
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            match k.trim().to_ascii_lowercase().as_str() {
-                "host" => req.host = Some(v.trim().to_string()),
-                "range" => req.range = Some(v.trim().to_string()),
-                _ => {}
-            }
-        }
-    }
-    bail!("too many header lines")
-}
-
 /// A response body.
-enum Body {
+enum BodyKind {
     Text(String),
     File { file: File, start: u64, len: u64 },
 }
@@ -206,8 +440,8 @@ enum Body {
 struct Response {
     status: u16,
     content_type: &'static str,
-    extra: Vec<String>,
-    body: Body,
+    extra: Vec<(&'static str, String)>,
+    body: BodyKind,
 }
 
 impl Response {
@@ -216,97 +450,7 @@ impl Response {
             status,
             content_type: "text/plain; charset=utf-8",
             extra: Vec::new(),
-            body: Body::Text(body.into()),
-        }
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        206 => "Partial Content",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        416 => "Range Not Satisfiable",
-        503 => "Service Unavailable",
-        _ => "Internal Server Error",
-    }
-}
-
-fn handle(mut stream: TcpStream, state: &State) {
-    let started = Instant::now();
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into());
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(60)));
-    let req = match read_head(&stream) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("{peer} bad request: {e}");
-            let _ = send(&mut stream, Response::text(400, "bad request\n"), false);
-            return;
-        }
-    };
-    let local = stream.local_addr().ok();
-    let (resp, note) = route(&req, state, local);
-    if let Some(n) = &note {
-        eprintln!("nodebake serve: {peer}: {n}");
-    }
-    let status = resp.status;
-    let head_only = req.method == "HEAD";
-    let sent = send(&mut stream, resp, head_only);
-    let (bytes, err) = match sent {
-        Ok(b) => (b, String::new()),
-        Err(e) => (0, format!(" (send failed: {e})")),
-    };
-    eprintln!(
-        "{peer} \"{} {}\" {status} {bytes} {}ms{err}",
-        req.method,
-        req.target,
-        started.elapsed().as_millis()
-    );
-}
-
-fn send(stream: &mut TcpStream, resp: Response, head_only: bool) -> std::io::Result<u64> {
-    let len = match &resp.body {
-        Body::Text(t) => t.len() as u64,
-        Body::File { len, .. } => *len,
-    };
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\nServer: nodebake\r\nContent-Type: {}\r\nContent-Length: {len}\r\nConnection: close\r\n",
-        resp.status,
-        reason(resp.status),
-        resp.content_type
-    );
-    for h in &resp.extra {
-        head.push_str(h);
-        head.push_str("\r\n");
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    if head_only {
-        return Ok(0);
-    }
-    match resp.body {
-        Body::Text(t) => {
-            stream.write_all(t.as_bytes())?;
-            Ok(len)
-        }
-        Body::File {
-            mut file, start, ..
-        } => {
-            file.seek(SeekFrom::Start(start))?;
-            let n = std::io::copy(&mut file.take(len), stream)?;
-            if n != len {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "file shrank while being sent",
-                ));
-            }
-            Ok(n)
+            body: BodyKind::Text(body.into()),
         }
     }
 }
@@ -393,7 +537,7 @@ fn route(req: &Request, state: &State, local: Option<SocketAddr>) -> (Response, 
         |raw: &str| -> Result<&crate::cluster::NodeIndexEntry, (Response, Option<String>)> {
             let Some(mac) = canonical_mac(raw) else {
                 return Err((
-                    Response::text(400, format!("`{raw}` is not a MAC address\n")),
+                    Response::text(400, format!("{} is not a MAC address\n", shown(raw))),
                     Some(format!("bad MAC `{raw}`")),
                 ));
             };
@@ -466,36 +610,46 @@ fn route(req: &Request, state: &State, local: Option<SocketAddr>) -> (Response, 
 pub struct Unsatisfiable;
 
 /// `(start, len)` of a `Range: bytes=...` header over a file of `size`
-/// bytes: `Ok(None)` to send the whole file (no header, or several ranges).
+/// bytes: `Ok(None)` to send the whole file. As RFC 9110 (section 14)
+/// has it, a header that is not a valid single byte range (another unit,
+/// several ranges, no digits, a last position before the first) is
+/// ignored; a valid one no byte satisfies (starting at or past the end, a
+/// suffix of 0 bytes) is [`Unsatisfiable`].
 pub fn parse_range(h: &str, size: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
     let Some(spec) = h.trim().strip_prefix("bytes=") else {
         return Ok(None);
     };
-    if spec.contains(',') {
+    let Some((a, b)) = spec.split_once('-') else {
         return Ok(None);
-    }
-    let (a, b) = spec.split_once('-').ok_or(Unsatisfiable)?;
+    };
     let (a, b) = (a.trim(), b.trim());
-    let (start, end) = if a.is_empty() {
-        let n: u64 = b.parse().map_err(|_| Unsatisfiable)?;
-        if n == 0 {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    let number = |s: &str| s.parse::<u64>().ok();
+    if a.is_empty() {
+        // A suffix: the last n bytes.
+        let Some(n) = digits(b).then(|| number(b)).flatten() else {
+            return Ok(None);
+        };
+        if n == 0 || size == 0 {
             return Err(Unsatisfiable);
         }
-        (size.saturating_sub(n), size.saturating_sub(1))
-    } else {
-        let s: u64 = a.parse().map_err(|_| Unsatisfiable)?;
-        let e: u64 = if b.is_empty() {
-            size.saturating_sub(1)
-        } else {
-            b.parse::<u64>()
-                .map_err(|_| Unsatisfiable)?
-                .min(size.saturating_sub(1))
-        };
-        (s, e)
+        return Ok(Some((size.saturating_sub(n), n.min(size))));
+    }
+    let Some(start) = digits(a).then(|| number(a)).flatten() else {
+        return Ok(None);
     };
-    if size == 0 || start >= size || end < start {
+    let end = if b.is_empty() {
+        None
+    } else {
+        match digits(b).then(|| number(b)).flatten() {
+            Some(e) if e >= start => Some(e),
+            _ => return Ok(None),
+        }
+    };
+    if start >= size {
         return Err(Unsatisfiable);
     }
+    let end = end.unwrap_or(u64::MAX).min(size - 1);
     Ok(Some((start, end - start + 1)))
 }
 
@@ -528,7 +682,7 @@ fn image_file(req: &Request, state: &State, name: &str) -> (Response, Option<Str
         Some(Ok(Some(r))) => Some(r),
         Some(Err(Unsatisfiable)) => {
             let mut r = Response::text(416, "range not satisfiable\n");
-            r.extra.push(format!("Content-Range: bytes */{size}"));
+            r.extra.push(("Content-Range", format!("bytes */{size}")));
             return (r, None);
         }
     };
@@ -536,11 +690,11 @@ fn image_file(req: &Request, state: &State, name: &str) -> (Response, Option<Str
         Some((s, l)) => (206, s, l),
         None => (200, 0, size),
     };
-    let mut extra = vec!["Accept-Ranges: bytes".to_string()];
+    let mut extra = vec![("Accept-Ranges", "bytes".to_string())];
     if status == 206 {
-        extra.push(format!(
-            "Content-Range: bytes {start}-{}/{size}",
-            start + len - 1
+        extra.push((
+            "Content-Range",
+            format!("bytes {start}-{}/{size}", start + len - 1),
         ));
     }
     (
@@ -548,7 +702,7 @@ fn image_file(req: &Request, state: &State, name: &str) -> (Response, Option<Str
             status,
             content_type: "application/octet-stream",
             extra,
-            body: Body::File { file, start, len },
+            body: BodyKind::File { file, start, len },
         },
         None,
     )
@@ -567,6 +721,20 @@ mod tests {
         assert_eq!(parse_range("bytes=100-", 100), Err(Unsatisfiable));
         assert_eq!(parse_range("bytes=0-1,5-6", 100), Ok(None));
         assert_eq!(parse_range("items=0-1", 100), Ok(None));
+        // Invalid ranges are ignored (the whole file), not 416.
+        for bad in [
+            "bytes=5-2",
+            "bytes=abc",
+            "bytes=a-b",
+            "bytes=-",
+            "bytes=1-x",
+            "bytes=+1-2",
+        ] {
+            assert_eq!(parse_range(bad, 100), Ok(None), "{bad}");
+        }
+        assert_eq!(parse_range("bytes=-0", 100), Err(Unsatisfiable));
+        assert_eq!(parse_range("bytes=-500", 100), Ok(Some((0, 100))));
+        assert_eq!(parse_range("bytes=0-", 0), Err(Unsatisfiable));
     }
 
     #[test]
