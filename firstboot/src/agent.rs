@@ -253,7 +253,7 @@ fn run_step(step: &dyn Step, cx: &mut Ctx<'_>) -> Result<StepOutcome> {
         return Ok(StepOutcome::AlreadyInPlace);
     }
     step.apply(cx).context("applying")?;
-    let left = step.check(cx).context("verifying")?;
+    let left = step.verify(cx).context("verifying")?;
     let (files, runtime): (Vec<_>, Vec<_>) = left
         .into_iter()
         .partition(|p| matches!(p, Pending::File(_)));
@@ -484,11 +484,25 @@ mod tests {
     }
 
     #[test]
+    fn endpoint_that_stops_answering_for_a_while_after_the_wait_is_waited_for() {
+        // Check: 3 failures. Wait: answers. Then the initialiser's API
+        // server restarts: 4 failures (more than a quick look tolerates,
+        // fewer than the wait's 5 tries), then it answers again.
+        let (out, left) =
+            wait_endpoint(&[false, false, false, true, false, false, false, false, true]);
+        assert!(matches!(out, Ok(StepOutcome::Applied { .. })), "{out:?}");
+        assert_eq!(left, 0);
+    }
+
+    #[test]
     fn endpoint_that_stops_answering_after_the_wait_fails_the_step() {
-        let (out, left) = wait_endpoint(&[false, false, false, true, false, false, false]);
+        // After the answer, the wait's whole patience (5 tries) in vain.
+        let (out, left) =
+            wait_endpoint(&[false, false, false, true, false, false, false, false, false]);
         let e = format!("{:#}", out.unwrap_err());
         assert!(e.contains("still pending after apply"), "{e}");
         assert!(e.contains("master.k8s.io:16443"), "{e}");
+        assert!(e.contains("after 5 tries"), "{e}");
         assert_eq!(left, 0);
     }
 }

@@ -64,12 +64,22 @@ pub struct JoinSettings {
     pub etcd: Backoff,
     /// The initialiser's look at the endpoint (answers: it was rebuilt).
     pub rebuild_probe: Backoff,
-    /// The endpoint wait's check and verify: a few quick probes, since a
+    /// The endpoint wait's check: a few quick probes, since a
     /// load balancer whose backends are still coming up (haproxy has not
     /// yet marked them down) answers some connections and not others.
     pub endpoint_confirm: Backoff,
     /// Waiting for this master's turn to join the control plane.
     pub turn: Backoff,
+    /// Waiting, on a rebuild, until the control plane has noticed that the
+    /// old machine of this name is gone (kubeadm refuses to join while a
+    /// Node of the same name is Ready). Not counted in `attempts`.
+    pub stale_node: Backoff,
+    /// How long a master watches the Lease of a Ready Node of its own name
+    /// (kubelets renew every 10 s): unchanged, the Node is stale.
+    pub lease_watch: std::time::Duration,
+    /// Cluster API calls after the join (the bootstrap token): retried
+    /// while the API settles.
+    pub api: Backoff,
     /// etcd client port on the masters.
     pub etcd_client_port: u16,
     /// etcd peer port on the masters.
@@ -116,6 +126,22 @@ impl Default for JoinSettings {
             // ~20 min: the masters before this one join first.
             turn: Backoff {
                 tries: 60,
+                initial: Duration::from_secs(5),
+                max: Duration::from_secs(30),
+            },
+            // ~10 min: the node lifecycle controller marks a silent Node
+            // Unknown after node-monitor-grace-period (40 s by default);
+            // far longer means another machine holds the name, or no
+            // controller-manager runs.
+            stale_node: Backoff {
+                tries: 24,
+                initial: Duration::from_secs(10),
+                max: Duration::from_secs(30),
+            },
+            lease_watch: Duration::from_secs(25),
+            // ~5 min.
+            api: Backoff {
+                tries: 12,
                 initial: Duration::from_secs(5),
                 max: Duration::from_secs(30),
             },
@@ -227,6 +253,12 @@ pub trait Step {
     fn describe(&self) -> &'static str;
     /// What is still to do; empty when the postcondition holds.
     fn check(&self, cx: &Ctx<'_>) -> Result<Vec<Pending>>;
+    /// What is still to do right after [`Step::apply`]; [`Step::check`]
+    /// unless the step knows better (a wait on something another machine
+    /// provides re-checks with its whole patience, not a quick look).
+    fn verify(&self, cx: &Ctx<'_>) -> Result<Vec<Pending>> {
+        self.check(cx)
+    }
     /// Makes the postcondition hold. Only called when [`Step::check`]
     /// found something pending; must be safe to repeat.
     fn apply(&self, cx: &mut Ctx<'_>) -> Result<()>;

@@ -221,6 +221,9 @@ fn fast() -> JoinSettings {
         ready: b(5),
         etcd: b(2),
         endpoint_confirm: b(2),
+        stale_node: b(4),
+        api: b(4),
+        lease_watch: Duration::from_millis(1),
         ..JoinSettings::default()
     }
 }
@@ -297,13 +300,21 @@ fn initialiser_inits_applies_cni_waits_ready_and_keeps_the_token() {
     assert!(status.contains("step node-ready: applied"), "{status}");
     assert!(status.contains("join: Ready"), "{status}");
 
-    // The token expired (deleted): a re-check re-creates it from the file.
+    // The token expired (deleted): a re-check re-creates it from the file,
+    // through an API that times out twice first (retried, not fatal).
     std::fs::remove_file(state.join("tokens.json")).unwrap();
     let mut again = RunOptions::new(Root::new(&root));
     again.metadata = Some(md);
     again.join = fast();
     again.again = true;
-    let r2 = DoubleRunner::new(&root, &state, &[("KUBEADM_DOUBLE_VERSION", "1.28.3")]);
+    let r2 = DoubleRunner::new(
+        &root,
+        &state,
+        &[
+            ("KUBEADM_DOUBLE_VERSION", "1.28.3"),
+            ("KUBEADM_DOUBLE_FAIL_TOKEN_LIST", "2"),
+        ],
+    );
     agent::run(&again, &r2).unwrap();
     let calls = r2.calls();
     assert_eq!(
@@ -364,11 +375,21 @@ fn ca_yaml(dir: &Path) -> String {
     )
 }
 
-#[test]
-fn control_plane_join_with_shared_ca_retries_after_reset() {
-    if !ready("self_join") {
-        return;
-    }
+/// k8s-master2 with shared CA material (no certificate key) on Kubernetes
+/// `version`, its control-plane endpoint a local TLS server with a
+/// certificate of that CA.
+struct SharedCaMaster {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    state: PathBuf,
+    pki: PathBuf,
+    hash: String,
+    md: String,
+    _server: ChildGuard,
+    addr: String,
+}
+
+fn shared_ca_master2(version: &str) -> SharedCaMaster {
     let t = tempfile::tempdir().unwrap();
     let (root, state, pki) = (
         t.path().join("root"),
@@ -385,9 +406,12 @@ fn control_plane_join_with_shared_ca_retries_after_reset() {
     );
     let hash = format!("sha256:{}", hash.split_whitespace().next().unwrap());
     make_server_cert(&pki, "ca", "apiserver");
-    let (_server, addr) = tls_server(&pki, "apiserver");
+    let (server, addr) = tls_server(&pki, "apiserver");
     let md = metadata(t.path(), "k8s-master2", |u| {
-        let u = u.replace("kubernetes_version: 1.20.0", "kubernetes_version: 1.31.1");
+        let u = u.replace(
+            "kubernetes_version: 1.20.0",
+            &format!("kubernetes_version: {version}"),
+        );
         let u = u
             .lines()
             .filter(|l| !l.contains("certificate_key") && !l.contains("ca_cert_hash"))
@@ -395,6 +419,31 @@ fn control_plane_join_with_shared_ca_retries_after_reset() {
             .collect::<String>();
         format!("{u}    ca_cert_hash: {hash}\n{ca}")
     });
+    SharedCaMaster {
+        _dir: t,
+        root,
+        state,
+        pki,
+        hash,
+        md,
+        _server: server,
+        addr,
+    }
+}
+
+#[test]
+fn control_plane_join_with_shared_ca_retries_after_reset() {
+    if !ready("self_join") {
+        return;
+    }
+    let m = shared_ca_master2("1.31.1");
+    let (root, state, pki, hash) = (
+        m.root.clone(),
+        m.state.clone(),
+        m.pki.clone(),
+        m.hash.clone(),
+    );
+    let (md, addr) = (m.md.clone(), m.addr.clone());
     let runner = DoubleRunner::new(
         &root,
         &state,
@@ -498,6 +547,133 @@ fn worker_joins_with_token_and_hash() {
     assert_eq!(count(&calls, &["token"]), 0, "workers keep no token");
     assert!(root.join("etc/kubernetes/kubelet.conf").exists());
     assert!(!root.join("etc/kubernetes/admin.conf").exists());
+}
+
+/// A worker rebuilt under the name of a Node that `ready_for` more
+/// kubeadm joins still see Ready (the old machine's, until the node
+/// lifecycle controller notices it is gone).
+fn rebuilt_worker(ready_for: &str) -> (Result<()>, Vec<Vec<String>>, PathBuf, tempfile::TempDir) {
+    let t = tempfile::tempdir().unwrap();
+    let (root, state, pki) = (
+        t.path().join("root"),
+        t.path().join("state"),
+        t.path().join("pki"),
+    );
+    for d in [&root, &state, &pki] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    make_ca(&pki, "ca", "kubernetes");
+    make_server_cert(&pki, "ca", "apiserver");
+    let (_server, addr) = tls_server(&pki, "apiserver");
+    let md = metadata(t.path(), "k8s-node3", |u| u);
+    std::fs::write(state.join("nodes.json"), r#"{"k8s-node3": "True"}"#).unwrap();
+    let runner = DoubleRunner::new(
+        &root,
+        &state,
+        &[
+            ("KUBEADM_DOUBLE_VERSION", "1.20.0"),
+            ("KUBEADM_DOUBLE_NODE_READY_FOR", ready_for),
+        ],
+    );
+    let mut o = RunOptions::new(Root::new(&root));
+    o.metadata = Some(md);
+    o.join = fast();
+    o.join.endpoint_target = Some(addr);
+    let r = agent::run(&o, &runner).map(|_| ());
+    (r, runner.calls(), root, t)
+}
+
+#[test]
+fn rebuilt_worker_waits_until_its_old_node_is_no_longer_ready() {
+    if !ready("self_join") {
+        return;
+    }
+    // Four refusals: more than the three join attempts, which they do not use up.
+    let (r, calls, root, _t) = rebuilt_worker("4");
+    r.unwrap();
+    assert_eq!(count(&calls, &["join", "--config"]), 5, "{calls:?}");
+    assert_eq!(count(&calls, &["reset", "-f"]), 4, "{calls:?}");
+    assert!(root.join("etc/kubernetes/kubelet.conf").exists());
+}
+
+#[test]
+fn rebuilt_worker_names_a_node_that_stays_ready() {
+    if !ready("self_join") {
+        return;
+    }
+    let (r, calls, root, _t) = rebuilt_worker("1000");
+    let e = format!("{:#}", r.unwrap_err());
+    assert!(e.contains("a Node named k8s-node3 stayed Ready"), "{e}");
+    assert!(e.contains("kubectl delete node k8s-node3"), "{e}");
+    // stale_node is 4 tries: the fifth refusal ends it.
+    assert_eq!(count(&calls, &["join", "--config"]), 5, "{calls:?}");
+    assert!(!root.join("etc/kubernetes/kubelet.conf").exists());
+}
+
+/// A master rebuilt while its old Node is still Ready, with that Node's
+/// Lease `lease` ("stale": never renewed, "live": renewed on every read).
+fn rebuilt_master(lease: &str, ready_for: &str) -> (Result<()>, Vec<Vec<String>>, PathBuf) {
+    let m = shared_ca_master2("1.28.7");
+    let (root, state) = (m.root.clone(), m.state.clone());
+    let (md, addr) = (m.md.clone(), m.addr.clone());
+    std::fs::write(state.join("nodes.json"), r#"{"k8s-master2": "True"}"#).unwrap();
+    std::fs::write(
+        state.join("leases.json"),
+        format!(r#"{{"k8s-master2": "{lease}"}}"#),
+    )
+    .unwrap();
+    let runner = DoubleRunner::new(
+        &root,
+        &state,
+        &[
+            ("KUBEADM_DOUBLE_VERSION", "1.28.7"),
+            ("KUBEADM_DOUBLE_NODE_READY_FOR", ready_for),
+        ],
+    );
+    let mut o = RunOptions::new(Root::new(&root));
+    o.metadata = Some(md);
+    o.join = fast();
+    o.join.endpoint_target = Some(addr);
+    let r = agent::run(&o, &runner).map(|_| ());
+    let nodes = std::fs::read_to_string(state.join("nodes.json")).unwrap();
+    (r, runner.calls(), PathBuf::from(nodes))
+}
+
+#[test]
+fn rebuilt_master_deletes_a_ready_node_whose_lease_stands_still() {
+    if !ready("self_join") {
+        return;
+    }
+    let (r, calls, nodes) = rebuilt_master("stale", "1000");
+    if let Err(e) = r {
+        panic!("{e:#}");
+    }
+    let deletes = calls
+        .iter()
+        .filter(|c| {
+            c.first().map(String::as_str) == Some("kubectl") && c.contains(&"delete".into())
+        })
+        .count();
+    assert_eq!(deletes, 1, "{calls:?}");
+    assert_eq!(nodes, PathBuf::from("{}"));
+    assert_eq!(count(&calls, &["join", "--config"]), 1, "{calls:?}");
+}
+
+#[test]
+fn rebuilt_master_leaves_a_ready_node_whose_lease_moves_and_waits() {
+    if !ready("self_join") {
+        return;
+    }
+    let (r, calls, nodes) = rebuilt_master("live", "2");
+    if let Err(e) = r {
+        panic!("{e:#}");
+    }
+    assert!(
+        !calls.iter().any(|c| c.contains(&"delete".into())),
+        "a live machine's Node is not deleted: {calls:?}"
+    );
+    assert_eq!(count(&calls, &["join", "--config"]), 3, "{calls:?}");
+    assert_eq!(nodes, PathBuf::from(r#"{"k8s-master2": "Unknown"}"#));
 }
 
 #[test]

@@ -278,20 +278,42 @@ impl Step for BootstrapToken {
     fn apply(&self, cx: &mut Ctx<'_>) -> Result<()> {
         let f = [token_file(cx)?];
         write_files(cx, &f)?;
-        if token_present(cx)? == Some(true) {
-            return Ok(());
+        // Right after a control-plane join the API can be away for a while
+        // (etcd promoting the new member, an apiserver restarting behind
+        // the VIP): retried, bounded, before first boot is failed for it.
+        let b = cx.join.api.clone();
+        let tries = b.tries.max(1);
+        for n in 1..=tries {
+            match ensure_token(cx) {
+                Ok(()) => return Ok(()),
+                Err(e) if n < tries => {
+                    eprintln!(
+                        "nodebake-firstboot: bootstrap token: try {n}/{tries} failed (the API may be \
+                         settling): {e:#}"
+                    );
+                    std::thread::sleep(b.pause(n));
+                }
+                Err(e) => return Err(e.context(format!("bootstrap token: {tries} tries"))),
+            }
         }
-        eprintln!("nodebake-firstboot: re-creating the pre-generated bootstrap token");
-        cx.run(kubeadm([
-            "token".to_string(),
-            "create".into(),
-            "--config".into(),
-            arg_path(cx, TOKEN_CONFIG),
-            "--kubeconfig".into(),
-            arg_path(cx, ADMIN_CONF),
-        ]))?;
-        Ok(())
+        unreachable!("the last try returns")
     }
+}
+
+fn ensure_token(cx: &mut Ctx<'_>) -> Result<()> {
+    if token_present(cx)? == Some(true) {
+        return Ok(());
+    }
+    eprintln!("nodebake-firstboot: re-creating the pre-generated bootstrap token");
+    cx.run(kubeadm([
+        "token".to_string(),
+        "create".into(),
+        "--config".into(),
+        arg_path(cx, TOKEN_CONFIG),
+        "--kubeconfig".into(),
+        arg_path(cx, ADMIN_CONF),
+    ]))?;
+    Ok(())
 }
 
 #[cfg(test)]
