@@ -539,3 +539,186 @@ fn build_runs_unprivileged_with_owners_from_the_inputs() {
 fn nix_is_root() -> bool {
     run_ok(Command::new("id").arg("-u")).trim() == "0"
 }
+
+/// A tar artifact whose names are not UTF-8 (Latin-1, as old archives
+/// have them).
+fn write_latin1_tar(path: &Path) {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let p = |b: &'static [u8]| Path::new(OsStr::from_bytes(b));
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    let head = |t: tar::EntryType, mode: u32, size: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(t);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_mtime(1_700_000_000);
+        h
+    };
+    b.append_data(
+        &mut head(tar::EntryType::Directory, 0o755, 0),
+        p(b"r\xe9p/"),
+        &b""[..],
+    )
+    .unwrap();
+    b.append_data(
+        &mut head(tar::EntryType::Regular, 0o644, 5),
+        p(b"r\xe9p/caf\xe9"),
+        &b"latin"[..],
+    )
+    .unwrap();
+    b.append_link(
+        &mut head(tar::EntryType::Symlink, 0o777, 0),
+        p(b"lien"),
+        p(b"r\xe9p/caf\xe9"),
+    )
+    .unwrap();
+    b.append_data(
+        &mut head(tar::EntryType::Regular, 0o644, 2),
+        p(b"back\\slash"),
+        &b"ok"[..],
+    )
+    .unwrap();
+    b.finish().unwrap();
+}
+
+#[test]
+fn names_that_are_not_utf8_keep_their_bytes_in_every_output() {
+    let f = Fixture::new();
+    write_latin1_tar(&f.path("latin1.tar"));
+    let spec = f.spec(&format!(
+        "[[artifact]]\nname = \"latin1\"\nkind = \"tarball\"\nsource = \"latin1.tar\"\nsha256 = \"{}\"\ndest = \"/opt/l\"\n",
+        f.digest("latin1.tar")
+    ));
+    let out = f.path("out");
+    ok(&f.build(&spec, &out, &["--no-cache"]));
+    let want: [&[u8]; 3] = [b"opt/l/r\xe9p/caf\xe9", b"opt/l/lien", b"opt/l/back\\slash"];
+    let has = |listing: &[u8], name: &[u8]| listing.split(|&c| c == b'\n').any(|l| l == name);
+
+    // The real tar lists the very bytes and extracts them as such.
+    let o = run(Command::new("tar")
+        .arg("-tzf")
+        .arg(out.join("rootfs.tar.gz")));
+    assert!(o.status.success());
+    let mut listing = o.stdout.clone();
+    // GNU tar lists names as they are with --quoting-style=literal only.
+    if !has(&listing, want[0]) {
+        listing = run(Command::new("tar")
+            .args(["--quoting-style=literal", "-tzf"])
+            .arg(out.join("rootfs.tar.gz")))
+        .stdout;
+    }
+    for w in want {
+        assert!(has(&listing, w), "rootfs lacks {}", w.escape_ascii());
+    }
+    let x = f.path("x");
+    std::fs::create_dir(&x).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-xzf")
+            .arg(out.join("rootfs.tar.gz"))
+            .arg("-C")
+            .arg(&x)
+            .arg("opt/l"),
+    );
+    use std::os::unix::ffi::OsStrExt;
+    let caf = x.join(std::ffi::OsStr::from_bytes(b"opt/l/r\xe9p/caf\xe9"));
+    assert_eq!(std::fs::read(&caf).unwrap(), b"latin");
+    assert_eq!(
+        std::fs::read_link(x.join("opt/l/lien"))
+            .unwrap()
+            .as_os_str()
+            .as_bytes(),
+        b"r\xe9p/caf\xe9"
+    );
+
+    // The real cpio reads the initramfs with the same bytes.
+    let gz = std::fs::read(out.join("initramfs.cpio.gz")).unwrap();
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut raw).unwrap();
+    std::fs::write(f.path("i.cpio"), &raw).unwrap();
+    let o = run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("cpio -it --quiet < {}", f.path("i.cpio").display())));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for w in want {
+        assert!(has(&o.stdout, w), "initramfs lacks {}", w.escape_ascii());
+    }
+
+    // The manifest says so, escaped and flagged; verify agrees.
+    let m = manifest(&out);
+    let e = file_entry(&m, "/opt/l/r\\xe9p/caf\\xe9").expect("escaped entry");
+    assert_eq!(e["escaped"], true);
+    assert_eq!(e["size"], 5);
+    let l = file_entry(&m, "/opt/l/lien").unwrap();
+    assert_eq!(l["escaped"], true);
+    assert_eq!(l["target"], "r\\xe9p/caf\\xe9");
+    // A UTF-8 name keeps its backslash as is, unflagged.
+    let b = file_entry(&m, "/opt/l/back\\slash").unwrap();
+    assert!(b.get("escaped").is_none(), "{b}");
+    run_ok(Command::new(bin("nodebake")).arg("verify").arg(&out));
+
+    // Reproducible like any other build.
+    let again = f.path("again");
+    ok(&f.build(&spec, &again, &["--no-cache"]));
+    for n in ["rootfs.tar.gz", "initramfs.cpio.gz", "manifest.json"] {
+        assert_eq!(
+            sha256_file(&out.join(n)),
+            sha256_file(&again.join(n)),
+            "{n}"
+        );
+    }
+}
+
+#[test]
+fn names_that_are_not_utf8_keep_their_bytes_on_the_disk_image() {
+    if !require_tools(&[
+        "mkfs.ext4",
+        "debugfs",
+        "mkfs.fat",
+        "mcopy",
+        "syslinux",
+        "qemu-img",
+    ]) {
+        return;
+    }
+    let f = Fixture::new();
+    write_latin1_tar(&f.path("latin1.tar"));
+    let spec = f.spec(&format!(
+        "[[artifact]]\nname = \"latin1\"\nkind = \"tarball\"\nsource = \"latin1.tar\"\nsha256 = \"{}\"\ndest = \"/opt/l\"\n[outputs]\nformats = [\"disk\"]\n",
+        f.digest("latin1.tar")
+    ));
+    let out = f.path("out");
+    ok(&f.build(&spec, &out, &["--no-cache"]));
+    // The ext4 root is the MBR's Linux (0x83) partition.
+    let disk = std::fs::read(out.join("disk.raw")).unwrap();
+    let start = (0..4)
+        .map(|i| &disk[446 + 16 * i..462 + 16 * i])
+        .find(|p| p[4] == 0x83)
+        .map(|p| u64::from(u32::from_le_bytes(p[8..12].try_into().unwrap())) * 512)
+        .expect("a Linux partition");
+    let image = format!("{}?offset={start}", out.join("disk.raw").display());
+    let ls = |dir: &[u8]| {
+        use std::os::unix::ffi::OsStrExt;
+        let mut req = b"ls -p ".to_vec();
+        req.extend_from_slice(dir);
+        let o = run(Command::new("debugfs")
+            .arg("-R")
+            .arg(std::ffi::OsStr::from_bytes(&req))
+            .arg(&image));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o.stdout
+    };
+    // `ls -p`: /inode/mode/uid/gid/name/size/
+    let has = |listing: &[u8], name: &[u8]| {
+        listing
+            .split(|&c| c == b'\n')
+            .any(|l| l.split(|&c| c == b'/').nth(5) == Some(name))
+    };
+    let l = ls(b"/opt/l");
+    assert!(has(&l, b"r\xe9p"), "{}", l.escape_ascii());
+    assert!(has(&l, b"lien"), "{}", l.escape_ascii());
+    let l = ls(b"/opt/l/r\xe9p");
+    assert!(has(&l, b"caf\xe9"), "{}", l.escape_ascii());
+    run_ok(Command::new(bin("nodebake")).arg("verify").arg(&out));
+}

@@ -930,7 +930,7 @@ fn unpack_dir(sink: &mut Sink, root: &Path) -> Result<()> {
             .with_context(|| format!("base: {}", full.display()))?;
         let path = format!(
             "/{}",
-            crate::unpack::utf8_name(rel.as_os_str().as_bytes(), "base file name")?
+            crate::names::from_bytes(rel.as_os_str().as_bytes(), "base file name")?
         );
         let (mode, uid, gid) = (md.mode() & 0o7777, md.uid(), md.gid());
         let ft = md.file_type();
@@ -952,7 +952,7 @@ fn unpack_dir(sink: &mut Sink, root: &Path) -> Result<()> {
             sink.file(&path, &mut f, mode, uid, gid)?;
         } else if ft.is_symlink() {
             let t = std::fs::read_link(&full)?;
-            let t = crate::unpack::utf8_name(t.as_os_str().as_bytes(), "symlink target")
+            let t = crate::names::from_bytes(t.as_os_str().as_bytes(), "symlink target")
                 .with_context(|| format!("base: {path}"))?;
             sink.symlink(&path, &t, uid, gid)?;
         } else if ft.is_char_device() || ft.is_block_device() {

@@ -187,7 +187,8 @@ pub fn write(input: &DiskInput, work: &Path, out: &Path) -> Result<(Vec<OutputFi
     std::fs::remove_dir_all(&stage).ok();
     let script = debugfs_script(input.tree, input.mtime)?;
     let script_path = dir.join("fixup.debugfs");
-    std::fs::write(&script_path, script)?;
+    // Names that are not UTF-8 go to debugfs as their bytes.
+    std::fs::write(&script_path, crate::names::to_bytes(&script))?;
     let o = DEBUGFS
         .command()?
         .env("E2FSPROGS_FAKE_TIME", input.mtime.to_string())
@@ -428,16 +429,16 @@ fn stage_tree(tree: &Tree, blobs: &BlobStore, dir: &Path) -> Result<()> {
         if p.is_empty() {
             continue;
         }
-        let dst = dir.join(p);
+        let dst = dir.join(crate::names::to_path(p));
         match &e.kind {
             Kind::Dir => std::fs::create_dir(&dst),
             Kind::File(id) => std::fs::copy(blobs.path(id), &dst).and_then(|_| {
                 std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o644))
             }),
-            Kind::Symlink(t) => std::os::unix::fs::symlink(t, &dst),
+            Kind::Symlink(t) => std::os::unix::fs::symlink(crate::names::to_path(t), &dst),
             Kind::CharDev(..) | Kind::BlockDev(..) | Kind::Fifo => Ok(()),
         }
-        .with_context(|| format!("staging /{p} for the disk image"))?;
+        .with_context(|| format!("staging /{} for the disk image", crate::names::display(p)))?;
     }
     Ok(())
 }

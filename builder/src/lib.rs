@@ -16,6 +16,7 @@ pub mod inspect;
 pub mod kmod;
 pub mod kubeadm_images;
 pub mod manifest;
+pub mod names;
 pub mod output;
 pub mod pkgdb;
 pub mod progress;

@@ -137,6 +137,27 @@ pub struct FileInfo {
     pub target: Option<String>,
     /// Input that wrote it.
     pub origin: String,
+    /// The path or link target is not UTF-8: both are written escaped,
+    /// `\xNN` for a raw byte and `\\` for a backslash (see
+    /// [`crate::names`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub escaped: bool,
+}
+
+impl FileInfo {
+    /// Puts `path` and `target`, held as image names, in the manifest's
+    /// form.
+    pub fn escape_names(&mut self) {
+        use crate::names;
+        self.escaped =
+            names::is_raw(&self.path) || self.target.as_deref().is_some_and(names::is_raw);
+        if self.escaped {
+            self.path = names::escape(&self.path);
+            if self.kind == "symlink" {
+                self.target = self.target.as_deref().map(names::escape);
+            }
+        }
+    }
 }
 
 /// Builds the file list from the tree.
@@ -152,7 +173,7 @@ pub fn file_list(tree: &crate::tree::Tree) -> Vec<FileInfo> {
                 }
                 Kind::Dir | Kind::Fifo => (None, None, None),
             };
-            FileInfo {
+            let mut fi = FileInfo {
                 path: format!("/{p}"),
                 kind: e.kind.name().to_string(),
                 mode: format!("{:04o}", e.mode),
@@ -162,7 +183,10 @@ pub fn file_list(tree: &crate::tree::Tree) -> Vec<FileInfo> {
                 sha256,
                 target,
                 origin: tree.origin_name(e.origin).to_string(),
-            }
+                escaped: false,
+            };
+            fi.escape_names();
+            fi
         })
         .collect()
 }

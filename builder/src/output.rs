@@ -2,15 +2,19 @@
 //! streamed from the tree in path order with fixed timestamps and owners
 //! from the inputs, compressed and hashed in the same pass.
 
+use std::borrow::Cow;
+use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::blobs::BlobStore;
 use crate::compress::Encoder;
 use crate::hashio::HashingWriter;
+use crate::names;
 use crate::tree::{Kind, Tree};
 
 /// A written output file.
@@ -67,7 +71,9 @@ pub fn write_rootfs(
             Kind::Dir => {
                 h.set_entry_type(tar::EntryType::Directory);
                 h.set_size(0);
-                b.append_data(&mut h, format!("{p}/"), io::empty())?;
+                let mut dir = names::to_bytes(p).into_owned();
+                dir.push(b'/');
+                b.append_data(&mut h, Path::new(OsStr::from_bytes(&dir)), io::empty())?;
             }
             Kind::File(id) => {
                 h.set_entry_type(tar::EntryType::Regular);
@@ -75,12 +81,16 @@ pub fn write_rootfs(
                 let f = blobs
                     .open(id)
                     .with_context(|| format!("reading content of /{p}"))?;
-                b.append_data(&mut h, p, io::BufReader::with_capacity(256 * 1024, f))?;
+                b.append_data(
+                    &mut h,
+                    names::to_path(p),
+                    io::BufReader::with_capacity(256 * 1024, f),
+                )?;
             }
             Kind::Symlink(t) => {
                 h.set_entry_type(tar::EntryType::Symlink);
                 h.set_size(0);
-                b.append_link(&mut h, p, t)?;
+                b.append_link(&mut h, names::to_path(p), names::to_path(t))?;
             }
             Kind::CharDev(ma, mi) | Kind::BlockDev(ma, mi) => {
                 h.set_entry_type(if matches!(e.kind, Kind::CharDev(..)) {
@@ -91,18 +101,70 @@ pub fn write_rootfs(
                 h.set_device_major(*ma)?;
                 h.set_device_minor(*mi)?;
                 h.set_size(0);
-                b.append_data(&mut h, p, io::empty())?;
+                b.append_data(&mut h, names::to_path(p), io::empty())?;
             }
             Kind::Fifo => {
                 h.set_entry_type(tar::EntryType::Fifo);
                 h.set_size(0);
-                b.append_data(&mut h, p, io::empty())?;
+                b.append_data(&mut h, names::to_path(p), io::empty())?;
             }
         }
     }
     let enc = b.into_inner()?;
     let w = enc.finish()?;
     close(w, path)
+}
+
+/// One newc ("new ASCII", `070701`) header. Written by hand: the `cpio`
+/// crate takes names as `&str`, and image names are bytes
+/// ([`crate::names`]).
+#[derive(Default)]
+struct Newc {
+    ino: u32,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    nlink: u32,
+    mtime: u32,
+    size: u32,
+    rdev_major: u32,
+    rdev_minor: u32,
+}
+
+impl Newc {
+    /// The header, `name` with its NUL, and padding to 4 bytes; the data
+    /// (`size` bytes) and its padding follow.
+    fn write(&self, w: &mut impl Write, name: &[u8]) -> io::Result<()> {
+        let namesize = name.len() + 1;
+        let fields = [
+            self.ino,
+            self.mode,
+            self.uid,
+            self.gid,
+            self.nlink,
+            self.mtime,
+            self.size,
+            0, // dev major
+            0, // dev minor
+            self.rdev_major,
+            self.rdev_minor,
+            namesize as u32,
+            0, // check
+        ];
+        let mut h = Vec::with_capacity(110 + namesize + 3);
+        h.extend_from_slice(b"070701");
+        for f in fields {
+            h.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        h.extend_from_slice(name);
+        h.push(0);
+        h.resize(h.len() + (4 - h.len() % 4) % 4, 0);
+        w.write_all(&h)
+    }
+}
+
+fn pad4(w: &mut impl Write, n: u64) -> io::Result<()> {
+    w.write_all(&[0u8; 3][..((4 - n % 4) % 4) as usize])
 }
 
 /// Writes the tree as a gzip-compressed newc cpio archive the kernel
@@ -115,10 +177,13 @@ pub fn write_initramfs(
     level: u32,
 ) -> Result<OutputFile> {
     let mut w = Encoder::gzip(create(path)?, level);
-    let mut ino = 1u32;
-    for (p, e) in tree.iter() {
-        let name = if p.is_empty() { "." } else { p.as_str() };
-        ino += 1;
+    // Inode numbers from 2, as the cpio crate's writer numbered them.
+    for (ino, (p, e)) in (2u32..).zip(tree.iter()) {
+        let name = if p.is_empty() {
+            Cow::Borrowed(&b"."[..])
+        } else {
+            names::to_bytes(p)
+        };
         let type_bits = match &e.kind {
             Kind::Dir => 0o040000,
             Kind::File(_) => 0o100000,
@@ -127,38 +192,51 @@ pub fn write_initramfs(
             Kind::BlockDev(..) => 0o060000,
             Kind::Fifo => 0o010000,
         };
-        let mut b = cpio::newc::Builder::new(name)
-            .ino(ino)
-            .mode(type_bits | e.mode)
-            .uid(e.uid)
-            .gid(e.gid)
-            .mtime(mtime as u32)
-            .nlink(if matches!(e.kind, Kind::Dir) { 2 } else { 1 });
-        if let Kind::CharDev(ma, mi) | Kind::BlockDev(ma, mi) = e.kind {
-            b = b.rdev_major(ma).rdev_minor(mi);
-        }
+        let (rdev_major, rdev_minor) = match e.kind {
+            Kind::CharDev(ma, mi) | Kind::BlockDev(ma, mi) => (ma, mi),
+            _ => (0, 0),
+        };
+        let mut h = Newc {
+            ino,
+            mode: type_bits | e.mode,
+            uid: e.uid,
+            gid: e.gid,
+            nlink: if matches!(e.kind, Kind::Dir) { 2 } else { 1 },
+            mtime: mtime as u32,
+            size: 0,
+            rdev_major,
+            rdev_minor,
+        };
         match &e.kind {
             Kind::File(id) => {
-                let size = u32::try_from(id.size)
-                    .with_context(|| format!("/{p} is larger than newc's 4 GiB limit"))?;
-                let mut cw = b.write(&mut w, size);
+                h.size = u32::try_from(id.size).with_context(|| {
+                    format!("/{} is larger than newc's 4 GiB limit", names::display(p))
+                })?;
+                h.write(&mut w, &name)?;
                 let mut f = blobs
                     .open(id)
-                    .with_context(|| format!("reading content of /{p}"))?;
-                io::copy(&mut f, &mut cw)?;
-                cw.finish()?;
+                    .with_context(|| format!("reading content of /{}", names::display(p)))?;
+                let n = io::copy(&mut Read::by_ref(&mut f).take(id.size), &mut w)?;
+                if n != id.size {
+                    bail!("content of /{} changed while writing", names::display(p));
+                }
+                pad4(&mut w, id.size)?;
             }
             Kind::Symlink(t) => {
-                let mut cw = b.write(&mut w, t.len() as u32);
-                cw.write_all(t.as_bytes())?;
-                cw.finish()?;
+                let t = names::to_bytes(t);
+                h.size = t.len() as u32;
+                h.write(&mut w, &name)?;
+                w.write_all(&t)?;
+                pad4(&mut w, t.len() as u64)?;
             }
-            _ => {
-                b.write(&mut w, 0).finish()?;
-            }
+            _ => h.write(&mut w, &name)?,
         }
     }
-    cpio::newc::trailer(&mut w)?;
+    Newc {
+        nlink: 1,
+        ..Newc::default()
+    }
+    .write(&mut w, b"TRAILER!!!")?;
     let inner = w.finish()?;
     close(inner, path)
 }

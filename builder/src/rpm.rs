@@ -745,7 +745,13 @@ fn decode_value(store: &[u8], ty: u32, off: u32, count: u32) -> Result<Value, St
             .iter()
             .position(|&b| b == 0)
             .ok_or_else(|| format!("string {k} at offset {pos} is not NUL-terminated"))?;
-        strings.push(String::from_utf8_lossy(&rest[..nul]).into_owned());
+        // File names keep their bytes (see crate::names), so the header's
+        // paths match the payload's.
+        let raw = &rest[..nul];
+        strings.push(
+            crate::names::from_bytes(raw, "header string")
+                .unwrap_or_else(|_| String::from_utf8_lossy(raw).into_owned()),
+        );
         pos += nul + 1;
         if k + 1 < count_us && pos >= dl {
             return Err(format!("string {} starts past the data store", k + 1));
@@ -1114,8 +1120,8 @@ where
         while name.last() == Some(&0) {
             name.pop();
         }
-        let name = String::from_utf8(name)
-            .map_err(|e| RpmError::Cpio(format!("entry name is not UTF-8: {e}")))?;
+        let name = crate::names::from_bytes(&name, "entry name")
+            .map_err(|e| RpmError::Cpio(format!("{e:#}")))?;
         skip_exact(
             &mut payload,
             pad4(CPIO_HEADER_LEN as u64 + u64::from(namesize)),

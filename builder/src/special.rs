@@ -67,7 +67,7 @@ pub fn check(tree: &Tree, allowed: &[String]) -> Result<Vec<String>> {
                 }
             }
             Kind::File(_) if e.mode & SETID != 0 => {
-                setid.push(path.clone());
+                setid.push(crate::names::display(&path).into_owned());
                 if e.mode & 0o002 != 0 {
                     Some("a world-writable set-id file (never allowed)")
                 } else if setid_dirs.is_match(&path) || spec.is_match(&path) {
@@ -87,7 +87,11 @@ pub fn check(tree: &Tree, allowed: &[String]) -> Result<Vec<String>> {
             };
             refused.push(format!(
                 "{} ({kind}, mode {:04o}, from input `{input}`): {why}",
-                path.escape_default(),
+                if crate::names::is_raw(&path) {
+                    crate::names::escape(&path)
+                } else {
+                    path.escape_default().to_string()
+                },
                 e.mode
             ));
         }

@@ -46,13 +46,19 @@ pub fn globset(patterns: &[String]) -> Result<Option<GlobSet>> {
 /// `./`, no `.`), refusing absolute paths and `..`.
 pub fn member_components(raw: &str) -> Result<Vec<&str>> {
     if raw.starts_with('/') {
-        bail!("member `{raw}` has an absolute path");
+        bail!(
+            "member `{}` has an absolute path",
+            crate::names::display(raw)
+        );
     }
     let mut out = Vec::new();
     for c in raw.split('/') {
         match c {
             "" | "." => {}
-            ".." => bail!("member `{raw}` climbs out of the archive with `..`"),
+            ".." => bail!(
+                "member `{}` climbs out of the archive with `..`",
+                crate::names::display(raw)
+            ),
             c => out.push(c),
         }
     }
@@ -231,19 +237,6 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// A member or link name as the image path it becomes: image paths are
-/// UTF-8 (the manifest is JSON), and a name that is not is refused,
-/// shown with its bytes escaped, never rewritten to U+FFFD.
-pub fn utf8_name(b: &[u8], what: &str) -> Result<String> {
-    String::from_utf8(b.to_vec()).map_err(|_| {
-        anyhow!(
-            "{what} `{}` is not UTF-8: nodebake keeps image paths byte for byte and cannot \
-             (rename it, or drop it with `exclude`)",
-            b.escape_ascii()
-        )
-    })
-}
-
 /// Unpacks a (possibly compressed) tar stream.
 pub fn unpack_tar(sink: &mut Sink, r: &mut dyn Read, place: &Placement) -> Result<()> {
     let (_, dec) =
@@ -252,8 +245,9 @@ pub fn unpack_tar(sink: &mut Sink, r: &mut dyn Read, place: &Placement) -> Resul
     let entries = ar.entries().with_context(|| "not a tar archive")?;
     for ent in entries {
         let mut ent = ent.with_context(|| "corrupt or truncated tar archive")?;
-        let raw = utf8_name(&ent.path_bytes(), "member name")?;
-        let what = |e: anyhow::Error| e.context(format!("member `{raw}`"));
+        let raw = crate::names::from_bytes(&ent.path_bytes(), "member name")?;
+        let shown = crate::names::display(&raw).into_owned();
+        let what = |e: anyhow::Error| e.context(format!("member `{shown}`"));
         let Some(path) = place.map(&raw, true).map_err(what)? else {
             continue;
         };
@@ -276,21 +270,24 @@ pub fn unpack_tar(sink: &mut Sink, r: &mut dyn Read, place: &Placement) -> Resul
             T::Directory => sink.dir(&path, mode, uid, gid).map_err(what)?,
             T::Symlink => {
                 let target = match ent.link_name_bytes() {
-                    Some(b) => utf8_name(&b, "symlink target").map_err(what)?,
+                    Some(b) => crate::names::from_bytes(&b, "symlink target").map_err(what)?,
                     None => String::new(),
                 };
                 sink.symlink(&path, &target, uid, gid).map_err(what)?
             }
             T::Link => {
                 let target_raw = match ent.link_name_bytes() {
-                    Some(b) => utf8_name(&b, "hard link target").map_err(what)?,
+                    Some(b) => crate::names::from_bytes(&b, "hard link target").map_err(what)?,
                     None => String::new(),
                 };
                 let target = place
                     .map(&target_raw, false)
-                    .map_err(|e| e.context(format!("hard link `{raw}`")))?
+                    .map_err(|e| e.context(format!("hard link `{shown}`")))?
                     .ok_or_else(|| {
-                        anyhow!("hard link `{raw}` -> `{target_raw}` was stripped away")
+                        anyhow!(
+                            "hard link `{shown}` -> `{}` was stripped away",
+                            crate::names::display(&target_raw)
+                        )
                     })?;
                 sink.hardlink(&path, &target, mode, uid, gid)?
             }
@@ -308,7 +305,7 @@ pub fn unpack_tar(sink: &mut Sink, r: &mut dyn Read, place: &Placement) -> Resul
                 .special(&path, Kind::Fifo, mode, uid, gid)
                 .map_err(what)?,
             T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => {}
-            other => bail!("member `{raw}` has unsupported tar type {:?}", other),
+            other => bail!("member `{shown}` has unsupported tar type {:?}", other),
         }
     }
     Ok(())
@@ -409,64 +406,69 @@ fn id_table(sink: &Sink, path: &str) -> HashMap<String, u32> {
 /// blob.
 pub fn unpack_cpio(
     sink: &mut Sink,
-    mut r: Box<dyn Read + '_>,
+    r: Box<dyn Read + '_>,
     place: &Placement,
     owners: &HashMap<String, (u32, u32)>,
 ) -> Result<()> {
     let mut pending: HashMap<u32, Vec<(String, u32, u32, u32)>> = HashMap::new();
-    for _ in 0..10_000_000u64 {
-        let mut rd = cpio::NewcReader::new(r).context("corrupt or truncated cpio payload")?;
-        let e = rd.entry();
-        if e.is_trailer() {
-            // Read to the end so the payload digest (checked by the RPM
-            // reader at end of stream) covers every byte.
-            let mut rest = rd.finish().context("corrupt or truncated cpio payload")?;
-            io::copy(&mut rest, &mut io::sink()).context("RPM payload")?;
-            break;
+    let mut seen = 0u64;
+    // nodebake's own newc reader (crate::rpm): names keep their bytes
+    // (crate::names), and it drains the stream after the trailer so the
+    // payload digest (checked by the RPM reader at end of stream) covers
+    // every byte.
+    crate::rpm::for_each_cpio_entry(r, |e, rd| -> Result<()> {
+        seen += 1;
+        if seen > 10_000_000 {
+            bail!("more than 10 000 000 entries");
         }
-        let raw = e.name().to_string();
-        let (uid, gid) = owners
-            .get(raw.trim_start_matches("./"))
-            .copied()
-            .unwrap_or((e.uid(), e.gid()));
-        let (mode, ino, nlink, size) = (e.mode(), e.ino(), e.nlink(), e.file_size());
-        let (maj, min) = (e.rdev_major(), e.rdev_minor());
-        let what = |err: anyhow::Error| err.context(format!("member `{raw}`"));
-        if let Some(path) = place.map(&raw, true).map_err(what)? {
-            match mode & S_IFMT {
-                0o100000 => {
-                    if nlink > 1 && size == 0 {
-                        pending.entry(ino).or_default().push((path, mode, uid, gid));
-                    } else {
-                        let id = sink.file(&path, &mut rd, mode, uid, gid).map_err(what)?;
-                        if let Some(links) = pending.remove(&ino) {
-                            for (p, m, u, g) in links {
-                                sink.insert(&p, Kind::File(id), m, u, g)?;
-                                sink.files += 1;
-                            }
+        let raw = e.name.as_str();
+        let (uid, gid) = owners.get(raw).copied().unwrap_or((e.uid, e.gid));
+        let (mode, ino, nlink, size) = (e.mode, e.ino, e.nlink, e.file_size);
+        let (maj, min) = (e.rdev_major, e.rdev_minor);
+        let what =
+            |err: anyhow::Error| err.context(format!("member `{}`", crate::names::display(raw)));
+        let Some(path) = place.map(raw, true).map_err(what)? else {
+            return Ok(());
+        };
+        match mode & S_IFMT {
+            0o100000 => {
+                if nlink > 1 && size == 0 {
+                    pending.entry(ino).or_default().push((path, mode, uid, gid));
+                } else {
+                    let id = sink.file(&path, rd, mode, uid, gid).map_err(what)?;
+                    if let Some(links) = pending.remove(&ino) {
+                        for (p, m, u, g) in links {
+                            sink.insert(&p, Kind::File(id), m, u, g)?;
+                            sink.files += 1;
                         }
                     }
                 }
-                0o040000 => sink.dir(&path, mode, uid, gid).map_err(what)?,
-                0o120000 => {
-                    let mut t = String::new();
-                    rd.read_to_string(&mut t).map_err(|e| what(e.into()))?;
-                    sink.symlink(&path, &t, uid, gid).map_err(what)?
-                }
-                0o020000 => sink
-                    .special(&path, Kind::CharDev(maj, min), mode, uid, gid)
-                    .map_err(what)?,
-                0o060000 => sink
-                    .special(&path, Kind::BlockDev(maj, min), mode, uid, gid)
-                    .map_err(what)?,
-                0o010000 => sink
-                    .special(&path, Kind::Fifo, mode, uid, gid)
-                    .map_err(what)?,
-                t => bail!("member `{raw}` has unsupported file type {t:o}"),
             }
+            0o040000 => sink.dir(&path, mode, uid, gid).map_err(what)?,
+            0o120000 => {
+                let mut t = Vec::new();
+                rd.take(64 << 10)
+                    .read_to_end(&mut t)
+                    .map_err(|e| what(e.into()))?;
+                let t = crate::names::from_bytes(&t, "symlink target").map_err(what)?;
+                sink.symlink(&path, &t, uid, gid).map_err(what)?
+            }
+            0o020000 => sink
+                .special(&path, Kind::CharDev(maj, min), mode, uid, gid)
+                .map_err(what)?,
+            0o060000 => sink
+                .special(&path, Kind::BlockDev(maj, min), mode, uid, gid)
+                .map_err(what)?,
+            0o010000 => sink
+                .special(&path, Kind::Fifo, mode, uid, gid)
+                .map_err(what)?,
+            t => bail!(
+                "member `{}` has unsupported file type {t:o}",
+                crate::names::display(raw)
+            ),
         }
-        r = Box::new(rd.finish().context("corrupt or truncated cpio payload")?);
-    }
+        Ok(())
+    })?;
     // Link groups whose data never came are empty files.
     for (_, links) in pending {
         for (p, m, u, g) in links {

@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::compress;
 use crate::hashio::{sha256_file, HashingReader};
 use crate::manifest::{FileInfo, Manifest};
+use crate::names;
 
 /// Verifies an output directory. Returns the list of problems, each
 /// naming the file concerned; empty means the directory is intact.
@@ -112,7 +113,8 @@ fn compare(
                     && e.gid == a.gid
                     && e.size == a.size
                     && e.sha256 == a.sha256
-                    && e.target == a.target;
+                    && e.target == a.target
+                    && e.escaped == a.escaped;
                 if !same {
                     problems.push(format!(
                         "{archive}: `{}` differs from manifest.json",
@@ -141,6 +143,7 @@ fn info(path: String, kind: &str, mode: u32, uid: u32, gid: u32) -> FileInfo {
         sha256: None,
         target: None,
         origin: String::new(),
+        escaped: false,
     }
 }
 
@@ -156,9 +159,11 @@ fn read_tar(p: &Path) -> Result<Vec<FileInfo>> {
     let mut out = Vec::new();
     for ent in ar.entries()? {
         let mut ent = ent.context("corrupt archive")?;
-        let name = String::from_utf8_lossy(&ent.path_bytes())
-            .trim_end_matches('/')
-            .to_string();
+        let bytes = ent.path_bytes().into_owned();
+        let name = names::from_bytes(
+            bytes.strip_suffix(b"/").unwrap_or(&bytes),
+            "archive member name",
+        )?;
         let h = ent.header().clone();
         let (mode, uid, gid) = (h.mode()?, h.uid()? as u32, h.gid()? as u32);
         let path = format!("/{name}");
@@ -174,9 +179,10 @@ fn read_tar(p: &Path) -> Result<Vec<FileInfo>> {
             }
             T::Symlink => {
                 let mut fi = info(path, "symlink", mode, uid, gid);
-                fi.target = ent
-                    .link_name_bytes()
-                    .map(|b| String::from_utf8_lossy(&b).into_owned());
+                fi.target = match ent.link_name_bytes() {
+                    Some(b) => Some(names::from_bytes(&b, "symlink target")?),
+                    None => None,
+                };
                 fi
             }
             T::Char | T::Block => {
@@ -194,9 +200,13 @@ fn read_tar(p: &Path) -> Result<Vec<FileInfo>> {
                 fi
             }
             T::Fifo => info(path, "fifo", mode, uid, gid),
-            t => bail!("unexpected entry type {t:?} for `{name}`"),
+            t => bail!(
+                "unexpected entry type {t:?} for `{}`",
+                names::display(&name)
+            ),
         };
         fi.origin.clear();
+        fi.escape_names();
         out.push(fi);
     }
     Ok(out)
@@ -204,32 +214,31 @@ fn read_tar(p: &Path) -> Result<Vec<FileInfo>> {
 
 fn read_cpio(p: &Path) -> Result<Vec<FileInfo>> {
     let f = std::fs::File::open(p)?;
-    let (_, mut r) = compress::auto_decoder(BufReader::with_capacity(1 << 20, f))?;
+    let (_, r) = compress::auto_decoder(BufReader::with_capacity(1 << 20, f))?;
     let mut out = Vec::new();
-    for _ in 0..50_000_000u64 {
-        let mut rd = cpio::NewcReader::new(r).context("corrupt cpio archive")?;
-        let e = rd.entry();
-        if e.is_trailer() {
-            break;
+    // nodebake's own newc reader: names keep their bytes (crate::names).
+    crate::rpm::for_each_cpio_entry(r, |e, rd| -> Result<()> {
+        if out.len() >= 50_000_000 {
+            bail!("more than 50 000 000 entries");
         }
-        let name = e.name().trim_start_matches("./").trim_start_matches('.');
+        let name = if e.name == "." { "" } else { e.name.as_str() };
         let path = format!("/{name}");
-        let (mode, uid, gid) = (e.mode(), e.uid(), e.gid());
-        let (ma, mi) = (e.rdev_major(), e.rdev_minor());
-        let fi = match mode & 0o170000 {
+        let (mode, uid, gid) = (e.mode, e.uid, e.gid);
+        let (ma, mi) = (e.rdev_major, e.rdev_minor);
+        let mut fi = match mode & 0o170000 {
             0o040000 => info(path, "dir", mode, uid, gid),
             0o100000 => {
                 let mut fi = info(path, "file", mode, uid, gid);
-                let (n, d) = hash_content(&mut rd)?;
+                let (n, d) = hash_content(rd)?;
                 fi.size = Some(n);
                 fi.sha256 = Some(d);
                 fi
             }
             0o120000 => {
                 let mut fi = info(path, "symlink", mode, uid, gid);
-                let mut t = String::new();
-                rd.read_to_string(&mut t)?;
-                fi.target = Some(t);
+                let mut t = Vec::new();
+                rd.take(64 << 10).read_to_end(&mut t)?;
+                fi.target = Some(names::from_bytes(&t, "symlink target")?);
                 fi
             }
             0o020000 | 0o060000 => {
@@ -243,10 +252,12 @@ fn read_cpio(p: &Path) -> Result<Vec<FileInfo>> {
                 fi
             }
             0o010000 => info(path, "fifo", mode, uid, gid),
-            t => bail!("unexpected file type {t:o} for `{name}`"),
+            t => bail!("unexpected file type {t:o} for `{}`", names::display(name)),
         };
+        fi.escape_names();
         out.push(fi);
-        r = Box::new(rd.finish()?);
-    }
+        Ok(())
+    })
+    .context("corrupt cpio archive")?;
     Ok(out)
 }

@@ -129,6 +129,58 @@ fn bad_pod_cidr_fails_and_leaves_root_empty() {
 }
 
 #[test]
+fn hostile_values_fail_the_whole_run_before_anything_is_written() {
+    // Values that once reached keepalived.conf, the keepalived drop-in,
+    // containerd's TOML and a hosts.toml path unescaped: a full master
+    // run refuses each, names the field, and leaves --root empty.
+    let cases: [(&str, &str, &str); 6] = [
+        (
+            "vrrp_password: k8sVRRP1",
+            "vrrp_password: \"ab\\n}\"",
+            "vrrp_password",
+        ),
+        (
+            "vrrp_password: k8sVRRP1",
+            "vrrp_password: \"ab cd\"",
+            "vrrp_password",
+        ),
+        ("interface: ens33", "interface: \"e}{#;\"", "interface"),
+        ("interface: ens33", "interface: \"$(reboot)\"", "interface"),
+        (
+            "image_repository: registry.aliyuncs.com/google_containers",
+            "image_repository: \"registry.example/\\\"x\"",
+            "image_repository",
+        ),
+        ("    docker.io:", "    \"..\":", "registry_mirrors"),
+    ];
+    let src = fixture("k8s-master1");
+    let user = std::fs::read_to_string(src.join("user-data")).unwrap();
+    for (from, to, field) in cases {
+        assert!(user.contains(from), "fixture lacks {from}");
+        let md = tempfile::tempdir().unwrap();
+        let dir = md.path().join("k8s-master1");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::copy(src.join("meta-data"), dir.join("meta-data")).unwrap();
+        std::fs::write(dir.join("user-data"), user.replacen(from, to, 1)).unwrap();
+        let r = tempfile::tempdir().unwrap();
+        let o = run(&[
+            "run",
+            "--root",
+            r.path().to_str().unwrap(),
+            "--metadata",
+            dir.to_str().unwrap(),
+        ]);
+        assert!(!o.status.success(), "{to}: accepted");
+        assert!(text(&o).contains(field), "{to}: {}", text(&o));
+        assert_eq!(
+            std::fs::read_dir(r.path()).unwrap().count(),
+            0,
+            "{to}: root not empty"
+        );
+    }
+}
+
+#[test]
 fn plan_and_dry_run_change_nothing() {
     let r = tempfile::tempdir().unwrap();
     let root = r.path().to_str().unwrap();
