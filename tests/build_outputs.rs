@@ -540,8 +540,16 @@ fn nix_is_root() -> bool {
     run_ok(Command::new("id").arg("-u")).trim() == "0"
 }
 
-/// A tar artifact whose names are not UTF-8 (Latin-1, as old archives
-/// have them).
+/// The standard spec plus `extra` and an artifact `latin1.tar` whose names
+/// are not UTF-8 (Latin-1, as old archives have them), unpacked to /opt/l.
+fn latin1_spec(f: &Fixture, extra: &str) -> PathBuf {
+    write_latin1_tar(&f.path("latin1.tar"));
+    f.spec(&format!(
+        "[[artifact]]\nname = \"latin1\"\nkind = \"tarball\"\nsource = \"latin1.tar\"\nsha256 = \"{}\"\ndest = \"/opt/l\"\n{extra}",
+        f.digest("latin1.tar")
+    ))
+}
+
 fn write_latin1_tar(path: &Path) {
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;
@@ -585,11 +593,7 @@ fn write_latin1_tar(path: &Path) {
 #[test]
 fn names_that_are_not_utf8_keep_their_bytes_in_every_output() {
     let f = Fixture::new();
-    write_latin1_tar(&f.path("latin1.tar"));
-    let spec = f.spec(&format!(
-        "[[artifact]]\nname = \"latin1\"\nkind = \"tarball\"\nsource = \"latin1.tar\"\nsha256 = \"{}\"\ndest = \"/opt/l\"\n",
-        f.digest("latin1.tar")
-    ));
+    let spec = latin1_spec(&f, "");
     let out = f.path("out");
     ok(&f.build(&spec, &out, &["--no-cache"]));
     let want: [&[u8]; 3] = [b"opt/l/r\xe9p/caf\xe9", b"opt/l/lien", b"opt/l/back\\slash"];
@@ -683,11 +687,7 @@ fn names_that_are_not_utf8_keep_their_bytes_on_the_disk_image() {
         return;
     }
     let f = Fixture::new();
-    write_latin1_tar(&f.path("latin1.tar"));
-    let spec = f.spec(&format!(
-        "[[artifact]]\nname = \"latin1\"\nkind = \"tarball\"\nsource = \"latin1.tar\"\nsha256 = \"{}\"\ndest = \"/opt/l\"\n[outputs]\nformats = [\"disk\"]\n",
-        f.digest("latin1.tar")
-    ));
+    let spec = latin1_spec(&f, "[outputs]\nformats = [\"disk\"]\n");
     let out = f.path("out");
     ok(&f.build(&spec, &out, &["--no-cache"]));
     // The ext4 root is the MBR's Linux (0x83) partition.

@@ -97,20 +97,17 @@ fn run_on_empty_root_prepares_the_node() {
     );
 }
 
-#[test]
-fn bad_pod_cidr_fails_and_leaves_root_empty() {
+/// `run` on an empty root with `host`'s seed metadata, `from` replaced by
+/// `to` once in its user-data; the output and the root.
+fn run_edited(host: &str, from: &str, to: &str) -> (std::process::Output, tempfile::TempDir) {
     let md = tempfile::tempdir().unwrap();
-    let dir = md.path().join("k8s-node1");
+    let dir = md.path().join(host);
     std::fs::create_dir(&dir).unwrap();
-    let src = fixture("k8s-node1");
+    let src = fixture(host);
     std::fs::copy(src.join("meta-data"), dir.join("meta-data")).unwrap();
     let user = std::fs::read_to_string(src.join("user-data")).unwrap();
-    assert!(user.contains("pod_cidr: 10.244.0.0/16"));
-    std::fs::write(
-        dir.join("user-data"),
-        user.replace("10.244.0.0/16", "10.244.0.0/99"),
-    )
-    .unwrap();
+    assert!(user.contains(from), "{host}'s user-data lacks {from}");
+    std::fs::write(dir.join("user-data"), user.replacen(from, to, 1)).unwrap();
     let r = tempfile::tempdir().unwrap();
     let o = run(&[
         "run",
@@ -119,6 +116,16 @@ fn bad_pod_cidr_fails_and_leaves_root_empty() {
         "--metadata",
         dir.to_str().unwrap(),
     ]);
+    (o, r)
+}
+
+#[test]
+fn bad_pod_cidr_fails_and_leaves_root_empty() {
+    let (o, r) = run_edited(
+        "k8s-node1",
+        "pod_cidr: 10.244.0.0/16",
+        "pod_cidr: 10.244.0.0/99",
+    );
     assert!(!o.status.success());
     assert!(text(&o).contains("pod_cidr"), "{}", text(&o));
     assert_eq!(
@@ -153,23 +160,8 @@ fn hostile_values_fail_the_whole_run_before_anything_is_written() {
         ),
         ("    docker.io:", "    \"..\":", "registry_mirrors"),
     ];
-    let src = fixture("k8s-master1");
-    let user = std::fs::read_to_string(src.join("user-data")).unwrap();
     for (from, to, field) in cases {
-        assert!(user.contains(from), "fixture lacks {from}");
-        let md = tempfile::tempdir().unwrap();
-        let dir = md.path().join("k8s-master1");
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::copy(src.join("meta-data"), dir.join("meta-data")).unwrap();
-        std::fs::write(dir.join("user-data"), user.replacen(from, to, 1)).unwrap();
-        let r = tempfile::tempdir().unwrap();
-        let o = run(&[
-            "run",
-            "--root",
-            r.path().to_str().unwrap(),
-            "--metadata",
-            dir.to_str().unwrap(),
-        ]);
+        let (o, r) = run_edited("k8s-master1", from, to);
         assert!(!o.status.success(), "{to}: accepted");
         assert!(text(&o).contains(field), "{to}: {}", text(&o));
         assert_eq!(

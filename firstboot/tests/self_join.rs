@@ -197,6 +197,30 @@ fn tls_server(dir: &Path, cert: &str) -> (ChildGuard, String) {
 }
 
 /// The seed metadata for `host` under `dir/md`, edited by `edit`.
+/// A temporary directory holding the node's root, the doubles' state and
+/// a PKI directory (all created).
+fn work_dirs() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let (root, state, pki) = (
+        t.path().join("root"),
+        t.path().join("state"),
+        t.path().join("pki"),
+    );
+    for d in [&root, &state, &pki] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    (t, root, state, pki)
+}
+
+/// Worker k8s-node3's metadata under `dir`, and an API server stand-in
+/// with a certificate of a cluster CA made in `pki`.
+fn worker_node3(dir: &Path, pki: &Path) -> (ChildGuard, String, String) {
+    make_ca(pki, "ca", "kubernetes");
+    make_server_cert(pki, "ca", "apiserver");
+    let (server, addr) = tls_server(pki, "apiserver");
+    (server, addr, metadata(dir, "k8s-node3", |u| u))
+}
+
 fn metadata(dir: &Path, host: &str, edit: impl Fn(String) -> String) -> String {
     let md = dir.join(format!("md-{host}"));
     std::fs::create_dir_all(&md).unwrap();
@@ -390,15 +414,7 @@ struct SharedCaMaster {
 }
 
 fn shared_ca_master2(version: &str) -> SharedCaMaster {
-    let t = tempfile::tempdir().unwrap();
-    let (root, state, pki) = (
-        t.path().join("root"),
-        t.path().join("state"),
-        t.path().join("pki"),
-    );
-    for d in [&root, &state, &pki] {
-        std::fs::create_dir_all(d).unwrap();
-    }
+    let (t, root, state, pki) = work_dirs();
     let ca = ca_yaml(&pki);
     let hash = sh(
         "openssl x509 -pubkey -noout -in ca.crt | openssl pkey -pubin -outform der | sha256sum",
@@ -523,19 +539,8 @@ fn worker_joins_with_token_and_hash() {
     if !ready("self_join") {
         return;
     }
-    let t = tempfile::tempdir().unwrap();
-    let (root, state, pki) = (
-        t.path().join("root"),
-        t.path().join("state"),
-        t.path().join("pki"),
-    );
-    for d in [&root, &state, &pki] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    make_ca(&pki, "ca", "kubernetes");
-    make_server_cert(&pki, "ca", "apiserver");
-    let (_server, addr) = tls_server(&pki, "apiserver");
-    let md = metadata(t.path(), "k8s-node3", |u| u);
+    let (t, root, state, pki) = work_dirs();
+    let (_server, addr, md) = worker_node3(t.path(), &pki);
     let runner = DoubleRunner::new(&root, &state, &[("KUBEADM_DOUBLE_VERSION", "1.20.0")]);
     let mut o = RunOptions::new(Root::new(&root));
     o.metadata = Some(md);
@@ -553,19 +558,8 @@ fn worker_joins_with_token_and_hash() {
 /// kubeadm joins still see Ready (the old machine's, until the node
 /// lifecycle controller notices it is gone).
 fn rebuilt_worker(ready_for: &str) -> (Result<()>, Vec<Vec<String>>, PathBuf, tempfile::TempDir) {
-    let t = tempfile::tempdir().unwrap();
-    let (root, state, pki) = (
-        t.path().join("root"),
-        t.path().join("state"),
-        t.path().join("pki"),
-    );
-    for d in [&root, &state, &pki] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    make_ca(&pki, "ca", "kubernetes");
-    make_server_cert(&pki, "ca", "apiserver");
-    let (_server, addr) = tls_server(&pki, "apiserver");
-    let md = metadata(t.path(), "k8s-node3", |u| u);
+    let (t, root, state, pki) = work_dirs();
+    let (_server, addr, md) = worker_node3(t.path(), &pki);
     std::fs::write(state.join("nodes.json"), r#"{"k8s-node3": "True"}"#).unwrap();
     let runner = DoubleRunner::new(
         &root,
@@ -739,15 +733,7 @@ fn rebuilt_initialiser_joins_the_cluster_that_answers() {
     if !ready("self_join") {
         return;
     }
-    let t = tempfile::tempdir().unwrap();
-    let (root, state, pki) = (
-        t.path().join("root"),
-        t.path().join("state"),
-        t.path().join("pki"),
-    );
-    for d in [&root, &state, &pki] {
-        std::fs::create_dir_all(d).unwrap();
-    }
+    let (t, root, state, pki) = work_dirs();
     let ca = ca_yaml(&pki);
     make_server_cert(&pki, "ca", "apiserver");
     let (_server, addr) = tls_server(&pki, "apiserver");
@@ -791,15 +777,7 @@ fn initialiser_with_the_endpoint_down_joins_when_another_master_answers() {
     if !ready("self_join") {
         return;
     }
-    let t = tempfile::tempdir().unwrap();
-    let (root, state, pki) = (
-        t.path().join("root"),
-        t.path().join("state"),
-        t.path().join("pki"),
-    );
-    for d in [&root, &state, &pki] {
-        std::fs::create_dir_all(d).unwrap();
-    }
+    let (t, root, state, pki) = work_dirs();
     let ca = ca_yaml(&pki);
     let md = metadata(t.path(), "k8s-master1", |u| {
         let u = u.replace("kubernetes_version: 1.20.0", "kubernetes_version: 1.28.3");
