@@ -148,9 +148,13 @@ fn all_rendered(dir: &Path) -> Vec<Rendered> {
                                  control_plane_timeout = \"20m0s\"\ndiscovery_timeout = \"15m0s\"\nimage_pull_policy = \"Never\"\n\
                                  [cluster.kubeadm.extra_args]\n\
                                  etcd = { heartbeat-interval = \"500\", election-timeout = \"5000\" }\n\
-                                 api_server = { audit-log-maxage = \"7\" }\n\
+                                 api_server = { audit-log-maxage = \"7\", audit-log-path = \"y\" }\n\
                                  controller_manager = { node-monitor-grace-period = \"60s\" }\n\
-                                 scheduler = { v = \"2\" }",
+                                 scheduler = { v = \"2\" }\n\
+                                 [[cluster.kubeadm.patches]]\ntarget = \"etcd\"\n\
+                                 patch = \"spec: {containers: [{name: etcd, livenessProbe: {failureThreshold: 30}}]}\"\n\
+                                 [[cluster.kubeadm.patches]]\ntarget = \"kubeletconfiguration\"\ntype = \"merge\"\n\
+                                 patch = \"{maxPods: 50}\"",
                             ),
                         ],
                     ),
@@ -376,7 +380,11 @@ fn real_kubeadm_init_uses_nodebake_pki_and_dry_runs() {
     let kubeadm = k8s.join("kubeadm");
     let dir = tempfile::tempdir().unwrap();
     let etcd_args = "firewalld = \"disable\"\n[cluster.kubeadm.extra_args]\n\
-                     etcd = { heartbeat-interval = \"500\", election-timeout = \"5000\" }";
+                     etcd = { heartbeat-interval = \"500\", election-timeout = \"5000\" }\n\
+                     [[cluster.kubeadm.patches]]\ntarget = \"etcd\"\n\
+                     patch = '''\nspec:\n  containers:\n  - name: etcd\n    livenessProbe:\n      failureThreshold: 31\n'''\n\
+                     [[cluster.kubeadm.patches]]\ntarget = \"kube-apiserver\"\ntype = \"json\"\n\
+                     patch = '[{op: replace, path: /spec/containers/0/livenessProbe/timeoutSeconds, value: 47}]'";
     let nodes = cluster_init(
         &inventory(3, 1, "1.28.7", &[("firewalld = \"disable\"", etcd_args)]),
         dir.path(),
@@ -399,7 +407,8 @@ fn real_kubeadm_init_uses_nodebake_pki_and_dry_runs() {
         std::fs::copy(secrets.join(from), pki.join(to))
             .unwrap_or_else(|e| panic!("secrets/{from}: {e}"));
     }
-    let yaml = render(meta, &[]).replacen(
+    let patches = dir.path().join("patches");
+    let yaml = render(meta, &["--patches-dir", patches.to_str().unwrap()]).replacen(
         "kind: ClusterConfiguration\n",
         &format!(
             "kind: ClusterConfiguration\ncertificatesDir: {}\n",
@@ -493,10 +502,29 @@ fn real_kubeadm_init_uses_nodebake_pki_and_dry_runs() {
         "election-timeout: \"5000\"",
         // Joining masters' etcd members start as learners (1.28).
         "EtcdLearnerMode: true",
+        // The inventory's patches, applied by kubeadm to the manifests.
+        "[patches] Applied patch of type \"application/strategic-merge-patch+json\" to target \"etcd\"",
+        "[patches] Applied patch of type \"application/json-patch+json\" to target \"kube-apiserver\"",
     ] {
         assert!(
             out.contains(want),
             "kubeadm init --dry-run output lacks `{want}`:\n{out}"
         );
     }
+    // The patched manifests, in the directory the dry run wrote (and
+    // leaves behind: removed here).
+    let tmp = out
+        .split("Using certificateDir folder \"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no dry-run directory in:\n{out}"));
+    let etcd = std::fs::read_to_string(tmp.join("etcd.yaml")).unwrap();
+    let apiserver = std::fs::read_to_string(tmp.join("kube-apiserver.yaml")).unwrap();
+    if tmp.starts_with("/etc/kubernetes/tmp") {
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+    assert!(etcd.contains("failureThreshold: 31"), "{etcd}");
+    assert!(apiserver.contains("timeoutSeconds: 47"), "{apiserver}");
+    assert!(!etcd.contains("timeoutSeconds: 47") && !apiserver.contains("failureThreshold: 31"));
 }

@@ -67,6 +67,12 @@ enum Command {
         /// --config` reads (the bootstrap token keep-alive) instead.
         #[arg(long, conflicts_with = "path")]
         token_config: bool,
+        /// Also write the node's kubeadm patches into this directory
+        /// (created if missing; other files in it are left alone) and point
+        /// the configuration's `patches.directory` at it, to try them with
+        /// `kubeadm init --dry-run` off the node.
+        #[arg(long, value_name = "DIR", conflicts_with = "token_config")]
+        patches_dir: Option<PathBuf>,
     },
     /// On a master: re-create the pre-generated bootstrap token if the
     /// cluster no longer has it (for a periodic timer).
@@ -204,6 +210,7 @@ impl Cli {
                 metadata,
                 path,
                 token_config,
+                patches_dir,
             } => {
                 let (r, runner) = runner_for(&root);
                 let mut opts = RunOptions::new(r);
@@ -215,6 +222,13 @@ impl Cli {
                     return Ok(());
                 }
                 o.path = path.unwrap_or(o.path);
+                if let Some(dir) = patches_dir {
+                    write_patches(&loaded.node, &dir)?;
+                    o.patches_dir = std::path::absolute(&dir)
+                        .with_context(|| format!("{}", dir.display()))?
+                        .display()
+                        .to_string();
+                }
                 print!("{}", render_kubeadm_config(&loaded.node, &o)?);
                 Ok(())
             }
@@ -240,4 +254,14 @@ impl Cli {
             }
         }
     }
+}
+
+/// Writes `node`'s kubeadm patches into `dir` (each atomically).
+fn write_patches(node: &nodebake_contract::node::NodeConfig, dir: &std::path::Path) -> Result<()> {
+    let root = crate::root::Root::new(dir);
+    for (name, content) in crate::kubeadm::config::patch_files(node) {
+        root.write(&format!("/{name}"), content.as_bytes(), 0o644)
+            .with_context(|| format!("writing patch {name} into {}", dir.display()))?;
+    }
+    Ok(())
 }

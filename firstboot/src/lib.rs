@@ -25,3 +25,4 @@ pub mod runner;
 pub mod stage1;
 pub mod step;
 pub mod steps;
+pub mod yaml;

@@ -174,6 +174,36 @@ impl Root {
         Ok(true)
     }
 
+    /// Names in directory `abs` (empty when it does not exist), sorted.
+    /// A name that is not UTF-8 is listed lossily (such an entry is never
+    /// one the agent wrote, so it is always foreign).
+    pub fn list_dir(&self, abs: &str) -> Result<Vec<String>> {
+        let p = self.resolve(abs, true)?;
+        let rd = match fs::read_dir(&p) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("listing {}", p.display())),
+        };
+        let mut names = Vec::new();
+        for entry in rd {
+            let entry = entry.with_context(|| format!("listing {}", p.display()))?;
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Removes the file or symlink `abs` (never a directory); returns
+    /// whether it existed.
+    pub fn remove(&self, abs: &str) -> Result<bool> {
+        let p = self.resolve(abs, false)?;
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("removing {}", p.display())),
+        }
+    }
+
     /// Makes `abs` a symlink to `target` unless it already is one.
     /// Returns whether anything changed.
     pub fn symlink(&self, abs: &str, target: &str) -> Result<bool> {

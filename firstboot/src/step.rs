@@ -188,6 +188,15 @@ impl Ctx<'_> {
         Ok(changed)
     }
 
+    /// Removes a file through the root, remembering it when it existed.
+    pub fn remove(&mut self, abs: &str) -> Result<bool> {
+        let removed = self.root.remove(abs)?;
+        if removed {
+            self.changed.push(abs.to_string());
+        }
+        Ok(removed)
+    }
+
     /// Makes a symlink through the root, remembering it when it changed.
     pub fn symlink(&mut self, abs: &str, target: &str) -> Result<bool> {
         let changed = self.root.symlink(abs, target)?;

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{fixture, text, tree};
@@ -101,13 +102,7 @@ fn run_on_empty_root_prepares_the_node() {
 /// `to` once in its user-data; the output and the root.
 fn run_edited(host: &str, from: &str, to: &str) -> (std::process::Output, tempfile::TempDir) {
     let md = tempfile::tempdir().unwrap();
-    let dir = md.path().join(host);
-    std::fs::create_dir(&dir).unwrap();
-    let src = fixture(host);
-    std::fs::copy(src.join("meta-data"), dir.join("meta-data")).unwrap();
-    let user = std::fs::read_to_string(src.join("user-data")).unwrap();
-    assert!(user.contains(from), "{host}'s user-data lacks {from}");
-    std::fs::write(dir.join("user-data"), user.replacen(from, to, 1)).unwrap();
+    let dir = edited_metadata(md.path(), host, &[(from, to)]);
     let r = tempfile::tempdir().unwrap();
     let o = run(&[
         "run",
@@ -117,6 +112,81 @@ fn run_edited(host: &str, from: &str, to: &str) -> (std::process::Output, tempfi
         dir.to_str().unwrap(),
     ]);
     (o, r)
+}
+
+/// `host`'s seed metadata under `base`, each `(from, to)` replaced once in
+/// its user-data; the metadata directory.
+fn edited_metadata(base: &Path, host: &str, edits: &[(&str, &str)]) -> PathBuf {
+    let dir = base.join(host);
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = fixture(host);
+    std::fs::copy(src.join("meta-data"), dir.join("meta-data")).unwrap();
+    let mut user = std::fs::read_to_string(src.join("user-data")).unwrap();
+    for (from, to) in edits {
+        assert!(user.contains(from), "{host}'s user-data lacks {from}");
+        user = user.replacen(from, to, 1);
+    }
+    std::fs::write(dir.join("user-data"), user).unwrap();
+    dir
+}
+
+#[test]
+fn kubeadm_patches_are_written_and_only_they_stay() {
+    let md = tempfile::tempdir().unwrap();
+    let patches = "  kubeadm:\n    patches:\n    - target: etcd\n      patch: |\n        spec:\n          containers:\n          - name: etcd\n            livenessProbe: {failureThreshold: 30}\n    - target: kube-apiserver\n      type: merge\n      patch: '{spec: {priority: 1}}'\n  secrets:\n";
+    let dir = edited_metadata(
+        md.path(),
+        "k8s-master2",
+        &[
+            ("kubernetes_version: 1.20.0", "kubernetes_version: 1.28.7"),
+            ("  secrets:\n", patches),
+        ],
+    );
+    let r = tempfile::tempdir().unwrap();
+    let root = r.path().to_str().unwrap();
+    let args = ["run", "--root", root, "--metadata", dir.to_str().unwrap()];
+    let o = run(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let pd = r.path().join("etc/nodebake/kubeadm-patches");
+    let listed = |d: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        listed(&pd),
+        ["etcd00+strategic.yaml", "kube-apiserver01+merge.yaml"]
+    );
+    let etcd = std::fs::read_to_string(pd.join("etcd00+strategic.yaml")).unwrap();
+    assert!(
+        etcd.contains("livenessProbe: {failureThreshold: 30}"),
+        "{etcd}"
+    );
+    let cfg = std::fs::read_to_string(r.path().join("etc/nodebake/kubeadm.yaml")).unwrap();
+    assert!(
+        cfg.contains("patches:\n  directory: /etc/nodebake/kubeadm-patches\n"),
+        "{cfg}"
+    );
+
+    // A file kubeadm would also apply, left by an older inventory, goes
+    // on the next run; the node's own patches stay.
+    std::fs::write(pd.join("kube-scheduler07+merge.yaml"), "{}\n").unwrap();
+    let mut again = args.to_vec();
+    again.push("--again");
+    let o = run(&again);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("kube-scheduler07+merge.yaml"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        listed(&pd),
+        ["etcd00+strategic.yaml", "kube-apiserver01+merge.yaml"]
+    );
 }
 
 #[test]

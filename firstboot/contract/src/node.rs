@@ -65,6 +65,8 @@
 //!       etcd: {heartbeat-interval: "500", election-timeout: "5000"}
 //!       api_server: {}            # also controller_manager, scheduler
 //!     feature_gates: {EtcdLearnerMode: true}  # kubeadm's (1.27/1.28: on by default here)
+//!     patches:                    # kubeadm patches, applied in order (1.22+)
+//!       - { target: etcd, type: strategic, patch: "spec: {...}" }
 //! ```
 //!
 //! See [`load_balancer`] for the failover trade-off.
@@ -343,7 +345,42 @@ pub struct KubeadmSettings {
     /// its quorum; kubeadm turns it on itself from 1.29.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub feature_gates: BTreeMap<String, bool>,
+    /// kubeadm patches (`patches.directory` of the init and join
+    /// configurations, Kubernetes 1.22+): changes to the static pod
+    /// manifests kubeadm writes (probes, resources, volumes: what no flag
+    /// sets) or, from 1.25, to the kubelet configuration. Applied by
+    /// kubeadm in this order on every master it writes them for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patches: Vec<KubeadmPatch>,
 }
+
+/// One kubeadm patch: written by the agent as
+/// `<target><NN>+<type>.yaml` into the patches directory kubeadm reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeadmPatch {
+    /// What it patches: one of [`KUBEADM_PATCH_TARGETS`].
+    pub target: String,
+    /// `strategic` (default), `merge` or `json` (RFC 6902: a list of
+    /// operations).
+    #[serde(rename = "type", default = "default_patch_type")]
+    pub patch_type: String,
+    /// The patch itself, a YAML (or JSON) document.
+    pub patch: String,
+}
+
+fn default_patch_type() -> String {
+    "strategic".into()
+}
+
+/// kubeadm's patch targets; `kubeletconfiguration` from Kubernetes 1.25.
+pub const KUBEADM_PATCH_TARGETS: &[&str] = &[
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubeletconfiguration",
+];
 
 /// `nodebake.kubeadm.extra_args`: flag name (without dashes) to value, per
 /// control-plane component. Given to kubeadm, which writes them into the

@@ -154,6 +154,9 @@ pub struct RenderOptions {
     pub path: JoinPath,
     /// TTL of the pre-generated bootstrap token (Go duration).
     pub token_ttl: String,
+    /// The directory kubeadm reads the node's patches from
+    /// ([`PATCHES_DIR`] on a node; elsewhere to try them out).
+    pub patches_dir: String,
 }
 
 impl RenderOptions {
@@ -162,6 +165,7 @@ impl RenderOptions {
         Self {
             path: JoinPath::for_node(node),
             token_ttl: DEFAULT_TOKEN_TTL.into(),
+            patches_dir: PATCHES_DIR.into(),
         }
     }
 
@@ -173,8 +177,35 @@ impl RenderOptions {
                 .bootstrap_token_ttl
                 .clone()
                 .unwrap_or_else(|| DEFAULT_TOKEN_TTL.into()),
+            patches_dir: PATCHES_DIR.into(),
         }
     }
+}
+
+/// Where the agent writes the inventory's kubeadm patches on a node.
+pub const PATCHES_DIR: &str = "/etc/nodebake/kubeadm-patches";
+
+/// The node's kubeadm patches as `(file name, content)`, in the order
+/// kubeadm applies them (it sorts by name): `<target><NN>+<type>.yaml`,
+/// `NN` the patch's place in the inventory.
+pub fn patch_files(node: &NodeConfig) -> Vec<(String, String)> {
+    node.kubeadm
+        .patches
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut body = p.patch.clone();
+            if !body.ends_with('\n') {
+                body.push('\n');
+            }
+            (format!("{}{i:02}+{}.yaml", p.target, p.patch_type), body)
+        })
+        .collect()
+}
+
+/// `patches`: the directory, when the node has any.
+fn patches(node: &NodeConfig, o: &RenderOptions) -> Option<Value> {
+    (!node.kubeadm.patches.is_empty()).then(|| map(&[("directory", s(&o.patches_dir))]))
 }
 
 fn s(v: &str) -> Value {
@@ -308,6 +339,9 @@ fn init_configuration(api: KubeadmApi, node: &NodeConfig, o: &RenderOptions) -> 
     if let Some(p) = skip_phases(node, KUBEADM_INIT_PHASES) {
         e.push(("skipPhases", p));
     }
+    if let Some(p) = patches(node, o) {
+        e.push(("patches", p));
+    }
     if let (KubeadmApi::V1beta4, Some(t)) = (api, &node.kubeadm.control_plane_timeout) {
         e.push((
             "timeouts",
@@ -436,7 +470,12 @@ fn kube_proxy_configuration(node: &NodeConfig) -> Value {
     map(&e)
 }
 
-fn join_configuration(api: KubeadmApi, node: &NodeConfig, control_plane: bool) -> Result<Value> {
+fn join_configuration(
+    api: KubeadmApi,
+    node: &NodeConfig,
+    o: &RenderOptions,
+    control_plane: bool,
+) -> Result<Value> {
     let bootstrap = map(&[
         ("apiServerEndpoint", s(&endpoint(node))),
         ("token", s(node.secrets.bootstrap_token.expose())),
@@ -457,6 +496,9 @@ fn join_configuration(api: KubeadmApi, node: &NodeConfig, control_plane: bool) -
     ];
     if let Some(p) = skip_phases(node, KUBEADM_JOIN_PHASES) {
         e.push(("skipPhases", p));
+    }
+    if let Some(p) = patches(node, o) {
+        e.push(("patches", p));
     }
     if let (true, Some(t)) = (api == KubeadmApi::V1beta4, discovery_timeout) {
         e.push(("timeouts", map(&[("discovery", s(t))])));
@@ -491,6 +533,7 @@ pub fn documents(node: &NodeConfig, o: &RenderOptions) -> Result<Vec<Value>> {
                 "image_pull_policy",
                 "imagePullPolicy",
             ),
+            (!node.kubeadm.patches.is_empty(), "patches", "patches"),
         ] {
             if set {
                 bail!(
@@ -511,8 +554,8 @@ pub fn documents(node: &NodeConfig, o: &RenderOptions) -> Result<Vec<Value>> {
             kubelet_configuration(),
             kube_proxy_configuration(node),
         ],
-        JoinPath::ControlPlaneJoin => vec![join_configuration(api, node, true)?],
-        JoinPath::WorkerJoin => vec![join_configuration(api, node, false)?],
+        JoinPath::ControlPlaneJoin => vec![join_configuration(api, node, o, true)?],
+        JoinPath::WorkerJoin => vec![join_configuration(api, node, o, false)?],
     })
 }
 
@@ -529,7 +572,7 @@ pub fn render_kubeadm_config(node: &NodeConfig, o: &RenderOptions) -> Result<Str
         if n > 0 {
             out.push_str("---\n");
         }
-        out.push_str(&serde_yaml::to_string(d).context("rendering kubeadm configuration")?);
+        out.push_str(&crate::yaml::to_string(d));
     }
     Ok(out)
 }
@@ -543,6 +586,7 @@ pub fn render_token_config(node: &NodeConfig, ttl: &str) -> Result<String> {
     let o = RenderOptions {
         path: JoinPath::Init,
         token_ttl: ttl.into(),
+        patches_dir: PATCHES_DIR.into(),
     };
     let Value::Mapping(full) = init_configuration(api, node, &o) else {
         unreachable!("init configuration is a mapping");
@@ -555,7 +599,7 @@ pub fn render_token_config(node: &NodeConfig, ttl: &str) -> Result<String> {
     }
     Ok(format!(
         "---\n{}",
-        serde_yaml::to_string(&Value::Mapping(m))?
+        crate::yaml::to_string(&Value::Mapping(m))
     ))
 }
 

@@ -440,3 +440,75 @@ fn kubeadm_settings_are_checked_and_named() {
     d.kubeadm = KubeadmSettings::default();
     assert!(!serde_yaml::to_string(&d).unwrap().contains("kubeadm"));
 }
+
+#[test]
+fn kubeadm_patches_are_checked_and_named() {
+    let (m, mut s) = seed("k8s-master1");
+    s.kubernetes_version = "1.28.7".into();
+    let patch = |target: &str, t: &str, body: &str| KubeadmPatch {
+        target: target.into(),
+        patch_type: t.into(),
+        patch: body.into(),
+    };
+    let probe =
+        "spec:\n  containers:\n  - name: etcd\n    livenessProbe:\n      failureThreshold: 30\n";
+    s.kubeadm.patches = vec![
+        patch("etcd", "strategic", probe),
+        patch(
+            "kube-apiserver",
+            "json",
+            "[{op: replace, path: /spec/priority, value: 1}]",
+        ),
+        patch("kubeletconfiguration", "merge", "{maxPods: 50}"),
+    ];
+    let c = NodeConfig::from_parts(&m, &s).unwrap();
+    assert_eq!(c.kubeadm.patches.len(), 3);
+    // Through the user-data text and back, `type` defaulting to strategic.
+    assert_eq!(parse_user_data(&render_user_data(&s)).unwrap(), s);
+    let text = render_user_data(&s).replace("      type: strategic\n", "");
+    assert_ne!(text, render_user_data(&s));
+    assert_eq!(parse_user_data(&text).unwrap(), s);
+    for (p, field, why) in [
+        (
+            patch("kube-proxy", "strategic", probe),
+            "target",
+            "not a kubeadm patch target",
+        ),
+        (
+            patch("Etcd", "strategic", probe),
+            "target",
+            "not a kubeadm patch target",
+        ),
+        (patch("etcd", "apply", probe), "type", "not a patch type"),
+        (
+            patch("etcd", "strategic", "spec: [unclosed"),
+            "patch",
+            "not a YAML document",
+        ),
+        (
+            patch("etcd", "strategic", "- op: add"),
+            "patch",
+            "non-empty mapping",
+        ),
+        (patch("etcd", "strategic", ""), "patch", "non-empty mapping"),
+        (patch("etcd", "json", probe), "patch", "list of operations"),
+        (
+            patch("etcd", "merge", "spec: {}\u{0}"),
+            "patch",
+            "control character",
+        ),
+    ] {
+        let mut b = s.clone();
+        b.kubeadm.patches = vec![patch("etcd", "strategic", probe), p];
+        assert_field(&m, &b, &format!("nodebake.kubeadm.patches[1].{field}"), why);
+    }
+    // The kubelet configuration is a target from Kubernetes 1.25.
+    let mut b = s.clone();
+    b.kubernetes_version = "1.24.9".into();
+    assert_field(&m, &b, "nodebake.kubeadm.patches[2].target", "1.25");
+    b.kubernetes_version = "1.21.3".into();
+    assert_field(&m, &b, "nodebake.kubeadm.patches", "from Kubernetes 1.22");
+    let mut b = s.clone();
+    b.kubeadm.patches = vec![patch("etcd", "strategic", probe); 101];
+    assert_field(&m, &b, "nodebake.kubeadm.patches", "at most 100");
+}

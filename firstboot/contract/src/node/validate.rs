@@ -380,7 +380,7 @@ pub(super) fn validate(meta: &MetaData, s: &NodeSettings) -> Result<NodeConfig, 
             );
         }
     }
-    validate_kubeadm(&mut e, &s.kubeadm);
+    validate_kubeadm(&mut e, &s.kubeadm, version);
     let profile = s.profile.clone().unwrap_or_else(|| s.role.clone());
     e.take(&n("profile"), check_simple_name(&profile, "profile name"));
 
@@ -455,7 +455,7 @@ pub(super) fn validate(meta: &MetaData, s: &NodeSettings) -> Result<NodeConfig, 
 /// top-level name, each once; `kubeadm.control_plane_timeout`: a Go
 /// duration; `kubeadm.extra_args`: flag names, values without control
 /// characters.
-fn validate_kubeadm(e: &mut Errors, k: &super::KubeadmSettings) {
+fn validate_kubeadm(e: &mut Errors, k: &super::KubeadmSettings, version: Option<KubeVersion>) {
     use super::{kubeadm_phase_root, KUBEADM_INIT_PHASES, KUBEADM_JOIN_PHASES};
     let n = |f: &str| format!("nodebake.{f}");
     for (i, phase) in k.skip_phases.iter().enumerate() {
@@ -518,6 +518,7 @@ fn validate_kubeadm(e: &mut Errors, k: &super::KubeadmSettings) {
             );
         }
     }
+    validate_patches(e, k, version);
     // Rendered through the YAML serializer, so any printable value is
     // safe; names follow the flag grammar, nothing holds a control byte.
     for (component, flags) in k.extra_args.components() {
@@ -534,6 +535,91 @@ fn validate_kubeadm(e: &mut Errors, k: &super::KubeadmSettings) {
                     "the value holds a control character (newline, tab, ...)",
                 );
             }
+        }
+    }
+}
+
+/// At most this many patches (file names carry a two-digit index).
+const MAX_PATCHES: usize = 100;
+
+/// `kubeadm.patches`: a known target (the kubelet configuration from
+/// 1.25), a known type, and a patch that is one YAML document of the
+/// type's shape (a mapping; a list of operations for `json`), without
+/// control characters other than newline and tab. kubeadm itself checks
+/// the fields a patch names when it applies it.
+fn validate_patches(e: &mut Errors, k: &super::KubeadmSettings, version: Option<KubeVersion>) {
+    use super::KUBEADM_PATCH_TARGETS;
+    if let (Some(v), false) = (version, k.patches.is_empty()) {
+        if (v.major, v.minor) < (1, 22) {
+            e.add(
+                "nodebake.kubeadm.patches".to_string(),
+                format!(
+                    "kubeadm takes patches in its configuration from Kubernetes 1.22 (this is {v})"
+                ),
+            );
+        }
+    }
+    if k.patches.len() > MAX_PATCHES {
+        e.add(
+            "nodebake.kubeadm.patches".to_string(),
+            format!("{} patches; at most {MAX_PATCHES}", k.patches.len()),
+        );
+    }
+    for (i, p) in k.patches.iter().enumerate() {
+        let f = |x: &str| format!("nodebake.kubeadm.patches[{i}].{x}");
+        if !KUBEADM_PATCH_TARGETS.contains(&p.target.as_str()) {
+            e.add(
+                f("target"),
+                format!(
+                    "{} is not a kubeadm patch target ({})",
+                    grammar::shown(&p.target),
+                    KUBEADM_PATCH_TARGETS.join(", ")
+                ),
+            );
+        } else if let (Some(v), "kubeletconfiguration") = (version, p.target.as_str()) {
+            if (v.major, v.minor) < (1, 25) {
+                e.add(
+                    f("target"),
+                    format!("kubeadm patches the kubelet configuration from Kubernetes 1.25 (this is {v})"),
+                );
+            }
+        }
+        let want_list = match p.patch_type.as_str() {
+            "strategic" | "merge" => false,
+            "json" => true,
+            other => {
+                e.add(
+                    f("type"),
+                    format!(
+                        "{} is not a patch type (strategic, merge or json)",
+                        grammar::shown(other)
+                    ),
+                );
+                continue;
+            }
+        };
+        if p.patch
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            e.add(
+                f("patch"),
+                "holds a control character other than newline and tab",
+            );
+            continue;
+        }
+        match serde_yaml::from_str::<serde_yaml::Value>(&p.patch) {
+            Err(err) => e.add(f("patch"), format!("not a YAML document: {err}")),
+            Ok(serde_yaml::Value::Sequence(s)) if want_list && !s.is_empty() => {}
+            Ok(serde_yaml::Value::Mapping(m)) if !want_list && !m.is_empty() => {}
+            Ok(_) if want_list => e.add(
+                f("patch"),
+                "a json patch is a non-empty list of operations ({op, path, value})",
+            ),
+            Ok(_) => e.add(
+                f("patch"),
+                format!("a {} patch is a non-empty mapping", p.patch_type),
+            ),
         }
     }
 }

@@ -93,12 +93,12 @@ fn api_version_boundaries() {
 fn v1beta4_uses_name_value_lists_and_v1beta3_maps() {
     let b4 = render(&seed("k8s-node1", "1.31.0"));
     assert!(
-        b4.contains("kubeletExtraArgs:\n  - name: node-ip\n    value: 192.168.147.141"),
+        b4.contains("kubeletExtraArgs:\n  - name: node-ip\n    value: \"192.168.147.141\""),
         "{b4}"
     );
     let b3 = render(&seed("k8s-node1", "1.28.0"));
     assert!(
-        b3.contains("kubeletExtraArgs:\n    node-ip: 192.168.147.141"),
+        b3.contains("kubeletExtraArgs:\n    node-ip: \"192.168.147.141\""),
         "{b3}"
     );
     assert!(b3.contains("criSocket: unix:///run/containerd/containerd.sock"));
@@ -111,9 +111,9 @@ fn upload_certs_path_carries_the_certificate_key_only_without_ca() {
     let m1 = seed("k8s-master1", "1.28.0");
     assert!(!uses_shared_ca(&m1));
     let init = render(&m1);
-    assert!(init.contains("certificateKey: 0b1c2d3e"), "{init}");
+    assert!(init.contains("certificateKey: \"0b1c2d3e"), "{init}");
     let join = render(&seed("k8s-master2", "1.28.0"));
-    assert!(join.contains("controlPlane:") && join.contains("certificateKey: 0b1c2d3e"));
+    assert!(join.contains("controlPlane:") && join.contains("certificateKey: \"0b1c2d3e"));
     let worker = render(&seed("k8s-node1", "1.28.0"));
     assert!(!worker.contains("certificateKey") && !worker.contains("controlPlane"));
 }
@@ -124,6 +124,7 @@ fn worker_cannot_render_master_paths() {
     let o = RenderOptions {
         path: JoinPath::Init,
         token_ttl: DEFAULT_TOKEN_TTL.into(),
+        patches_dir: PATCHES_DIR.into(),
     };
     assert!(render_kubeadm_config(&w, &o).is_err());
 }
@@ -194,6 +195,7 @@ fn every_master_name_and_ip_lands_in_cert_sans() {
             &RenderOptions {
                 path: JoinPath::Init,
                 token_ttl: DEFAULT_TOKEN_TTL.into(),
+                patches_dir: PATCHES_DIR.into(),
             },
         )
         .unwrap();
@@ -246,22 +248,22 @@ fn component_extra_args_land_in_the_cluster_configuration_per_api() {
     };
     let b3 = render(&with("k8s-master1", "1.28.3"));
     for want in [
-        "etcd:\n  local:\n    extraArgs:\n      election-timeout: '5000'\n      heartbeat-interval: '500'\n",
-        "  extraArgs:\n    audit-log-maxage: '7'\n",
+        "etcd:\n  local:\n    extraArgs:\n      election-timeout: \"5000\"\n      heartbeat-interval: \"500\"\n",
+        "  extraArgs:\n    audit-log-maxage: \"7\"\n",
         "controllerManager:\n  extraArgs:\n    node-monitor-grace-period: 60s\n",
-        "scheduler:\n  extraArgs:\n    v: '2'\n",
+        "scheduler:\n  extraArgs:\n    v: \"2\"\n",
     ] {
         assert!(b3.contains(want), "want {want:?} in\n{b3}");
     }
     let b4 = render(&with("k8s-master1", "1.31.1"));
     assert!(
         b4.contains(
-            "etcd:\n  local:\n    extraArgs:\n    - name: election-timeout\n      value: '5000'\n"
+            "etcd:\n  local:\n    extraArgs:\n    - name: election-timeout\n      value: \"5000\"\n"
         ),
         "{b4}"
     );
     let b2 = render(&with("k8s-master1", "1.20.0"));
-    assert!(b2.contains("    heartbeat-interval: '500'\n"), "{b2}");
+    assert!(b2.contains("    heartbeat-interval: \"500\"\n"), "{b2}");
     // Only the initialiser's ClusterConfiguration carries them (joining
     // masters take the cluster's from kubeadm-config).
     let join = render(&with("k8s-master2", "1.28.3"));
@@ -383,4 +385,49 @@ fn image_pull_policy_and_the_images_a_node_runs() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("image_pull_policy"), "{e}");
+}
+
+#[test]
+fn patches_name_their_directory_in_init_and_join_and_keep_their_order() {
+    use nodebake_contract::node::KubeadmPatch;
+    let p = |target: &str, t: &str| KubeadmPatch {
+        target: target.into(),
+        patch_type: t.into(),
+        patch: "spec: {priority: 1}".into(),
+    };
+    for (host, kind) in [
+        ("k8s-master1", "InitConfiguration"),
+        ("k8s-master2", "JoinConfiguration"),
+        ("k8s-node1", "JoinConfiguration"),
+    ] {
+        for version in ["1.28.3", "1.31.1"] {
+            let mut n = seed(host, version);
+            assert!(!render(&n).contains("patches"), "no patches, no directory");
+            n.kubeadm.patches = vec![p("kube-apiserver", "strategic"), p("etcd", "merge")];
+            let text = render(&n);
+            let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+                .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+                .collect();
+            let doc = docs.iter().find(|d| d["kind"] == kind).unwrap();
+            assert_eq!(doc["patches"]["directory"], PATCHES_DIR, "{host} {version}");
+            let mut o = RenderOptions::for_node(&n);
+            o.patches_dir = "/tmp/elsewhere".into();
+            assert!(render_kubeadm_config(&n, &o)
+                .unwrap()
+                .contains("directory: /tmp/elsewhere"));
+        }
+    }
+    let mut n = seed("k8s-master1", "1.28.3");
+    n.kubeadm.patches = vec![p("kube-apiserver", "strategic"), p("etcd", "merge")];
+    let names: Vec<String> = patch_files(&n).into_iter().map(|(f, _)| f).collect();
+    assert_eq!(
+        names,
+        ["kube-apiserver00+strategic.yaml", "etcd01+merge.yaml"]
+    );
+    assert!(patch_files(&n).iter().all(|(_, c)| c.ends_with('\n')));
+    // kubeadm.k8s.io/v1beta2 has no patches: refused, naming the field.
+    let mut old = seed("k8s-master1", "1.20.0");
+    old.kubeadm.patches = n.kubeadm.patches.clone();
+    let e = render_kubeadm_config(&old, &RenderOptions::for_node(&old)).unwrap_err();
+    assert!(format!("{e:#}").contains("kubeadm.patches"), "{e:#}");
 }

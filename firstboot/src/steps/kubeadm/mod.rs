@@ -13,7 +13,9 @@ use anyhow::Result;
 use nodebake_contract::node::NodeConfig;
 use nodebake_contract::profile::{Role, RoleProfile};
 
-use crate::kubeadm::config::{endpoint, render_kubeadm_config, JoinPath, RenderOptions};
+use crate::kubeadm::config::{
+    endpoint, patch_files, render_kubeadm_config, JoinPath, RenderOptions, PATCHES_DIR,
+};
 use crate::runner::{Cmd, Outcome};
 use crate::step::{pending_files, write_files, Ctx, FileSpec, Pending, Step};
 
@@ -238,15 +240,33 @@ fn other_master_answers(cx: &Ctx<'_>) -> Option<String> {
     None
 }
 
-/// Writes the kubeadm configuration for this node's path.
+/// Writes the kubeadm configuration for this node's path and the
+/// inventory's kubeadm patches (removing patches no longer listed: kubeadm
+/// applies every file in the directory).
 pub struct KubeadmConfig;
 
-fn config_file(cx: &Ctx<'_>) -> Result<FileSpec> {
-    Ok(FileSpec {
+fn config_files(cx: &Ctx<'_>) -> Result<Vec<FileSpec>> {
+    let mut f = vec![FileSpec {
         path: KUBEADM_CONFIG.into(),
         content: render_kubeadm_config(cx.node, &render_options(cx)?)?,
         mode: 0o600,
-    })
+    }];
+    for (name, content) in patch_files(cx.node) {
+        f.push(FileSpec::new(&format!("{PATCHES_DIR}/{name}"), content));
+    }
+    Ok(f)
+}
+
+/// Files in the patches directory that are not the node's patches.
+fn stale_patches(cx: &Ctx<'_>) -> Result<Vec<String>> {
+    let mine: Vec<String> = patch_files(cx.node).into_iter().map(|(n, _)| n).collect();
+    Ok(cx
+        .root
+        .list_dir(PATCHES_DIR)?
+        .into_iter()
+        .filter(|n| !mine.contains(n))
+        .map(|n| format!("{PATCHES_DIR}/{n}"))
+        .collect())
 }
 
 impl Step for KubeadmConfig {
@@ -255,15 +275,24 @@ impl Step for KubeadmConfig {
     }
 
     fn describe(&self) -> &'static str {
-        "kubeadm configuration for this node's join path (0600: holds the token)"
+        "kubeadm configuration for this node's join path (0600: holds the token) and its patches"
     }
 
     fn check(&self, cx: &Ctx<'_>) -> Result<Vec<Pending>> {
-        pending_files(cx.root, &[config_file(cx)?])
+        let mut p = pending_files(cx.root, &config_files(cx)?)?;
+        for stale in stale_patches(cx)? {
+            p.push(Pending::File(format!(
+                "remove {stale} (not a patch of this node)"
+            )));
+        }
+        Ok(p)
     }
 
     fn apply(&self, cx: &mut Ctx<'_>) -> Result<()> {
-        let f = [config_file(cx)?];
+        let f = config_files(cx)?;
+        for stale in stale_patches(cx)? {
+            cx.remove(&stale)?;
+        }
         write_files(cx, &f)?;
         Ok(())
     }
