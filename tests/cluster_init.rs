@@ -734,3 +734,150 @@ fn a_symlinked_secrets_directory_is_refused() {
     assert_eq!(mode(&elsewhere), 0o755);
     assert!(!out.join("nodes").exists());
 }
+
+#[test]
+fn kubeconfig_is_signed_by_the_cluster_ca_for_the_endpoint() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("cluster");
+    init(&example(), &out, &[]);
+    let kc = t.path().join("admin.conf");
+    run_ok(
+        Command::new(bin("nodebake"))
+            .args(["cluster", "kubeconfig"])
+            .arg(&out)
+            .arg("--out")
+            .arg(&kc),
+    );
+    assert_eq!(mode(&kc), 0o600, "holds a private key");
+    let text = std::fs::read_to_string(&kc).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(doc["kind"], "Config");
+    assert_eq!(
+        doc["clusters"][0]["cluster"]["server"],
+        "https://192.168.147.154:16443"
+    );
+    let field = |v: &serde_yaml::Value| {
+        use base64::Engine;
+        let b = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap();
+        String::from_utf8(b).unwrap()
+    };
+    let ca = field(&doc["clusters"][0]["cluster"]["certificate-authority-data"]);
+    assert_eq!(
+        ca,
+        std::fs::read_to_string(out.join("secrets/ca.crt")).unwrap()
+    );
+    let crt = t.path().join("client.crt");
+    std::fs::write(
+        &crt,
+        field(&doc["users"][0]["user"]["client-certificate-data"]),
+    )
+    .unwrap();
+    let key = field(&doc["users"][0]["user"]["client-key-data"]);
+    assert!(key.contains("PRIVATE KEY"));
+    // openssl: signed by the cluster CA, for client auth, as the admin.
+    let v = run_ok(
+        Command::new("openssl")
+            .args(["verify", "-purpose", "sslclient", "-CAfile"])
+            .arg(out.join("secrets/ca.crt"))
+            .arg(&crt),
+    );
+    assert!(v.contains(": OK"), "{v}");
+    let subject = run_ok(
+        Command::new("openssl")
+            .args(["x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in"])
+            .arg(&crt),
+    );
+    assert!(
+        subject.contains("CN=kubernetes-admin") && subject.contains("O=system:masters"),
+        "{subject}"
+    );
+    // The key is the certificate's.
+    let pubkey = |args: &[&str], input: &str| {
+        let mut c = Command::new("openssl");
+        c.args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
+        String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+    };
+    let from_key = pubkey(&["pkey", "-pubout"], &key);
+    let from_crt = pubkey(
+        &["x509", "-noout", "-pubkey"],
+        &std::fs::read_to_string(&crt).unwrap(),
+    );
+    assert!(!from_key.is_empty() && from_key == from_crt);
+
+    // Another user, group and server, on stdout; real kubectl reads it.
+    let text = run_ok(
+        Command::new(bin("nodebake"))
+            .args(["cluster", "kubeconfig"])
+            .arg(&out)
+            .args(["--user", "alice", "--group", "dev", "--days", "7"])
+            .args(["--server", "https://master.k8s.io:16443"]),
+    );
+    std::fs::write(&kc, &text).unwrap();
+    if let Some(k8s) = nodebake_suite::real_kubernetes() {
+        let view = run_ok(
+            Command::new(k8s.join("kubectl"))
+                .args([
+                    "config",
+                    "view",
+                    "--minify",
+                    "-o",
+                    "jsonpath={.users[0].name} {.clusters[0].cluster.server}",
+                    "--kubeconfig",
+                ])
+                .arg(&kc),
+        );
+        assert_eq!(view.trim(), "alice https://master.k8s.io:16443");
+    }
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    std::fs::write(
+        &crt,
+        field(&doc["users"][0]["user"]["client-certificate-data"]),
+    )
+    .unwrap();
+    let subject = run_ok(
+        Command::new("openssl")
+            .args([
+                "x509", "-noout", "-subject", "-enddate", "-nameopt", "RFC2253", "-in",
+            ])
+            .arg(&crt),
+    );
+    assert!(
+        subject.contains("CN=alice") && subject.contains("O=dev"),
+        "{subject}"
+    );
+
+    // Bad input names its culprit; nothing is written.
+    let bad = t.path().join("bad.conf");
+    for (args, culprit) in [
+        (vec!["--days", "0"], "--days"),
+        (vec!["--server", "http://x"], "--server"),
+        (vec!["--user", ""], "--user"),
+    ] {
+        let o = run(Command::new(bin("nodebake"))
+            .args(["cluster", "kubeconfig"])
+            .arg(&out)
+            .args(&args)
+            .arg("--out")
+            .arg(&bad));
+        assert!(!o.status.success());
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(culprit),
+            "{args:?}: {o:?}"
+        );
+        assert!(!bad.exists());
+    }
+    let o = run(Command::new(bin("nodebake"))
+        .args(["cluster", "kubeconfig"])
+        .arg(t.path().join("nowhere")));
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("nodes.json"),
+        "{o:?}"
+    );
+}

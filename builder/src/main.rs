@@ -150,6 +150,28 @@ enum ClusterCommand {
         #[arg(long)]
         vfat: bool,
     },
+    /// Print (or write 0600) a kubeconfig whose client certificate the
+    /// cluster CA of DIR signs, for the control-plane endpoint: cluster
+    /// admin by default (group system:masters).
+    Kubeconfig {
+        /// Cluster directory written by `cluster init`.
+        dir: PathBuf,
+        /// User name (certificate CN).
+        #[arg(long, default_value = "kubernetes-admin")]
+        user: String,
+        /// Group (certificate O).
+        #[arg(long, default_value = "system:masters")]
+        group: String,
+        /// Validity of the client certificate in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// API server URL [default: https://<VIP>:<port> of the endpoint].
+        #[arg(long)]
+        server: Option<String>,
+        /// Write the kubeconfig here (0600, atomically) instead of stdout.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -280,6 +302,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!("  wrote {c}");
                 }
                 println!("ca-cert-hash: {}", r.ca_cert_hash);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cluster {
+            command:
+                ClusterCommand::Kubeconfig {
+                    dir,
+                    user,
+                    group,
+                    days,
+                    server,
+                    out,
+                },
+        } => {
+            let req = nodebake::cluster::kubeconfig::KubeconfigRequest {
+                user,
+                group,
+                days,
+                server,
+            };
+            let text = nodebake::cluster::kubeconfig::render(&dir, &req)?;
+            match out {
+                Some(p) => {
+                    nodebake::atomic::write_file(&p, text.as_bytes(), 0o600)?;
+                    eprintln!("nodebake: wrote {} (0600)", p.display());
+                }
+                None => print!("{text}"),
             }
             Ok(ExitCode::SUCCESS)
         }

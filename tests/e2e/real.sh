@@ -184,35 +184,21 @@ for i in 1 2 3; do [ "$i" -le "$WORKERS" ] && NODES+=("k8s-node$i"); done
 mac_suffix() { echo "${SEED_IP[$1]#1}"; }
 ip_of() { echo "192.168.147.${SEED_IP[$1]}"; }
 
-# 4. Host-side credentials, minted from the cluster's CAs: an admin client
-#    certificate (system:masters) for kubectl through the VIP, an etcd
-#    client certificate for etcdctl.
+# 4. Host-side credentials from the cluster's CAs: the admin kubeconfig of
+#    `nodebake cluster kubeconfig` for kubectl through the VIP, an etcd
+#    client certificate (openssl) for etcdctl.
 S=$WORK/cluster/secrets
 mint() { # name ca key subject
   openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$WORK/$1.key" -subj "$4" -out "$WORK/$1.csr" 2>/dev/null
   printf 'extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n' >"$WORK/$1.ext"
   openssl x509 -req -in "$WORK/$1.csr" -CA "$2" -CAkey "$3" -CAcreateserial -days 2 -extfile "$WORK/$1.ext" -out "$WORK/$1.crt" 2>/dev/null
 }
-mint admin "$S/ca.crt" "$S/ca.key" "/O=system:masters/CN=nodebake-e2e-admin"
 mint etcd-client "$S/etcd-ca.crt" "$S/etcd-ca.key" "/CN=nodebake-e2e-etcd"
-cat >"$WORK/admin.conf" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: e2e
-  cluster:
-    server: https://$VIP:16443
-    certificate-authority: $S/ca.crt
-users:
-- name: admin
-  user:
-    client-certificate: $WORK/admin.crt
-    client-key: $WORK/admin.key
-contexts:
-- name: e2e
-  context: {cluster: e2e, user: admin}
-current-context: e2e
-EOF
+# The admin kubeconfig an operator gets: `nodebake cluster kubeconfig`
+# (client certificate signed by the cluster CA, group system:masters,
+# server the VIP endpoint), used by every kubectl call below.
+"$REPO/target/release/nodebake" cluster kubeconfig "$WORK/cluster" --user nodebake-e2e-admin --out "$WORK/admin.conf" 2>/dev/null \
+  || fail "nodebake cluster kubeconfig"
 kc() { ip netns exec "$NS" "$K8S/kubectl" --kubeconfig "$WORK/admin.conf" --request-timeout=30s "$@"; }
 # A kubectl call that changes something, retried (bounded): under TCG an
 # apiserver busy with a joining node can miss a request timeout.

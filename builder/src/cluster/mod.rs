@@ -15,6 +15,7 @@
 //! to the inventory gets its files with the same secrets.
 
 pub mod inventory;
+pub mod kubeconfig;
 pub mod render;
 pub mod secrets;
 
