@@ -197,6 +197,12 @@ fn two_builds_are_byte_identical_and_real_tools_read_them() {
     );
     assert!(listing.contains(" usr/lib/nodebake/bin/nodebake-firstboot"));
     assert!(listing.contains(" etc/systemd/system/multi-user.target.wants/nodebake-firstboot.service -> /usr/lib/systemd/system/nodebake-firstboot.service"), "{listing}");
+    // The bootstrap token keep-alive: its service and an enabled timer.
+    assert!(
+        listing.contains(" usr/lib/systemd/system/nodebake-keep-token.service"),
+        "{listing}"
+    );
+    assert!(listing.contains(" etc/systemd/system/timers.target.wants/nodebake-keep-token.timer -> /usr/lib/systemd/system/nodebake-keep-token.timer"), "{listing}");
     assert!(listing.contains(" usr/lib/nodebake/profiles/master.toml"));
     assert!(listing.contains(" usr/lib/nodebake/image.json"));
     // Fixed timestamps on every entry.

@@ -122,6 +122,29 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     if want_disk && firstboot.is_none() {
         bail!("outputs: `disk` needs the static nodebake-firstboot (it is the disk's stage-1 init); pass --firstboot");
     }
+    // Every host tool the outputs need, checked before any slow work and
+    // listed together (depmod: a kernel package without module indexes).
+    {
+        use crate::tools::*;
+        let mut needed = Vec::new();
+        let mut data: Vec<(&[&str], &str)> = Vec::new();
+        if spec
+            .outputs
+            .formats
+            .iter()
+            .any(|f| *f != OutputFormat::Rootfs)
+        {
+            needed.push(DEPMOD);
+        }
+        if want_disk {
+            needed.extend([MKE2FS, DEBUGFS, MKFS_FAT, MCOPY, SYSLINUX]);
+            if spec.outputs.disk.qcow2 {
+                needed.push(QEMU_IMG);
+            }
+            data.push((SYSLINUX_MBR, SYSLINUX_MBR_PACKAGES));
+        }
+        require_all(&needed, &data)?;
+    }
     let key = cache_key(&loaded, mtime, &digests, &firstboot, &profiles, want_disk);
     if let (Some(key), false) = (&key, opts.no_cache) {
         if let Some(outputs) = restore_cached(&store, key, &opts.out)? {
@@ -1070,6 +1093,10 @@ fn add_firstboot(tree: &mut Tree, blobs: &BlobStore, arch: Arch, bytes: &[u8]) -
     s.symlink(layout::FIRSTBOOT_BIN_LINK, layout::FIRSTBOOT_BIN, 0, 0)?;
     let unit = layout::firstboot_unit();
     s.file(layout::FIRSTBOOT_UNIT, &mut unit.as_bytes(), 0o644, 0, 0)?;
+    let keep = layout::keep_token_service();
+    s.file(layout::KEEP_TOKEN_UNIT, &mut keep.as_bytes(), 0o644, 0, 0)?;
+    let timer = layout::keep_token_timer();
+    s.file(layout::KEEP_TOKEN_TIMER, &mut timer.as_bytes(), 0o644, 0, 0)?;
     s.dir(layout::ETC_DIR, 0o755, 0, 0)?;
     Ok(())
 }
@@ -1118,6 +1145,7 @@ fn enable_units(
     let mut all: Vec<String> = units.to_vec();
     if firstboot {
         all.push(layout::FIRSTBOOT_UNIT_NAME.to_string());
+        all.push(layout::KEEP_TOKEN_TIMER_NAME.to_string());
     }
     let mut links: BTreeMap<String, String> = BTreeMap::new();
     for u in &all {

@@ -23,6 +23,12 @@ pub const MANIFESTS_DIR: &str = "/usr/lib/nodebake/manifests";
 pub const FIRSTBOOT_UNIT: &str = "/usr/lib/systemd/system/nodebake-firstboot.service";
 /// Unit name of the first-boot service.
 pub const FIRSTBOOT_UNIT_NAME: &str = "nodebake-firstboot.service";
+/// The bootstrap token keep-alive service (`nodebake-firstboot keep-token`).
+pub const KEEP_TOKEN_UNIT: &str = "/usr/lib/systemd/system/nodebake-keep-token.service";
+/// The timer that starts [`KEEP_TOKEN_UNIT`].
+pub const KEEP_TOKEN_TIMER: &str = "/usr/lib/systemd/system/nodebake-keep-token.timer";
+/// Unit name of the keep-alive timer (enabled in every image).
+pub const KEEP_TOKEN_TIMER_NAME: &str = "nodebake-keep-token.timer";
 /// Operator configuration directory.
 pub const ETC_DIR: &str = "/etc/nodebake";
 /// Local metadata override read when no other source yields.
@@ -64,4 +70,50 @@ WantedBy=multi-user.target
         done = FIRSTBOOT_DONE,
         bin = FIRSTBOOT_BIN
     )
+}
+
+/// The bootstrap token keep-alive service: on a master whose first boot
+/// completed (its admin kubeconfig exists), `nodebake-firstboot keep-token`
+/// re-creates the pre-generated token when the cluster no longer has it
+/// (expired after its TTL, or deleted), so a node rebuilt months later
+/// still joins with its original metadata. Skipped on workers and before
+/// first boot completes; the role profile's `keep_bootstrap_token = false`
+/// makes it a no-op.
+pub fn keep_token_service() -> String {
+    format!(
+        "[Unit]
+Description=nodebake: keep the pre-generated bootstrap token present (masters)
+Documentation=https://github.com/nodebake/nodebake
+After=network-online.target {firstboot}
+ConditionPathExists={done}
+ConditionPathExists=/etc/kubernetes/admin.conf
+
+[Service]
+Type=oneshot
+ExecStart={bin} keep-token
+TimeoutStartSec=30min
+",
+        firstboot = FIRSTBOOT_UNIT_NAME,
+        done = FIRSTBOOT_DONE,
+        bin = FIRSTBOOT_BIN
+    )
+}
+
+/// The timer of [`keep_token_service`]: 15 minutes after boot, then every
+/// hour (well inside the token's default 24 h TTL), spread over 10 minutes
+/// so masters do not all ask at once.
+pub fn keep_token_timer() -> String {
+    "[Unit]
+Description=nodebake: re-check the bootstrap token every hour (masters)
+Documentation=https://github.com/nodebake/nodebake
+
+[Timer]
+OnBootSec=15min
+OnUnitActiveSec=1h
+RandomizedDelaySec=10min
+
+[Install]
+WantedBy=timers.target
+"
+    .to_string()
 }

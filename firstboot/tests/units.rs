@@ -1,0 +1,112 @@
+//! The systemd units baked into every image (first boot, the bootstrap
+//! token keep-alive service and its timer) as the real `systemd-analyze
+//! verify` sees them inside a root that has them at their image paths, the
+//! agent binary they start, and the host's targets.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::require;
+use nodebake_contract::layout;
+
+fn put(root: &Path, abs: &str, content: &str, mode: u32) {
+    let p = root.join(abs.trim_start_matches('/'));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, content).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// `systemd-analyze verify --root=ROOT UNITS`: its complaints (empty when
+/// it has none; it exits 0 on some of them).
+fn verify(root: &Path, units: &[&str]) -> String {
+    let o = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(format!("--root={}", root.display()))
+        .args(units)
+        .output()
+        .unwrap();
+    let mut s = String::from_utf8_lossy(&o.stderr).into_owned();
+    s += &String::from_utf8_lossy(&o.stdout);
+    if !o.status.success() {
+        s += &format!("\n(exit {})", o.status);
+    }
+    s
+}
+
+#[test]
+fn baked_units_verify_clean_and_the_keep_alive_timer_runs_the_agent_hourly() {
+    if !require("units", &["systemd-analyze"]) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    // The targets the units are ordered against, as the host ships them.
+    for dir in ["/usr/lib/systemd/system", "/lib/systemd/system"] {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".target") && e.path().is_file() {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                put(
+                    root,
+                    &format!("/usr/lib/systemd/system/{name}"),
+                    &text,
+                    0o644,
+                );
+            }
+        }
+    }
+    put(root, layout::FIRSTBOOT_BIN, "#!/bin/sh\nexit 0\n", 0o755);
+    put(
+        root,
+        layout::FIRSTBOOT_UNIT,
+        &layout::firstboot_unit(),
+        0o644,
+    );
+    put(
+        root,
+        layout::KEEP_TOKEN_UNIT,
+        &layout::keep_token_service(),
+        0o644,
+    );
+    put(
+        root,
+        layout::KEEP_TOKEN_TIMER,
+        &layout::keep_token_timer(),
+        0o644,
+    );
+    let units = [
+        layout::FIRSTBOOT_UNIT,
+        layout::KEEP_TOKEN_UNIT,
+        layout::KEEP_TOKEN_TIMER,
+    ];
+    let out = verify(root, &units);
+    assert!(out.trim().is_empty(), "systemd-analyze verify: {out}");
+
+    // The check can fail: a broken timer value is reported.
+    let broken =
+        layout::keep_token_timer().replace("OnUnitActiveSec=1h", "OnUnitActiveSec=1 fortnight");
+    put(root, layout::KEEP_TOKEN_TIMER, &broken, 0o644);
+    let out = verify(root, &[layout::KEEP_TOKEN_TIMER]);
+    assert!(
+        out.contains("OnUnitActiveSec") || out.contains("timer value"),
+        "{out}"
+    );
+
+    // What the timer starts: the agent's keep-token, only on a node whose
+    // first boot completed and that has the admin kubeconfig (a master).
+    let svc = layout::keep_token_service();
+    assert!(
+        svc.contains(&format!("ExecStart={} keep-token\n", layout::FIRSTBOOT_BIN)),
+        "{svc}"
+    );
+    assert!(svc.contains(&format!("ConditionPathExists={}\n", layout::FIRSTBOOT_DONE)));
+    assert!(svc.contains("ConditionPathExists=/etc/kubernetes/admin.conf\n"));
+    let timer = layout::keep_token_timer();
+    assert!(timer.contains("WantedBy=timers.target"), "{timer}");
+}
