@@ -28,15 +28,31 @@ export NODEBAKE_DEMO_CACHE=$CACHE
 log() { echo "demo: $*" >&2; }
 need_root() { [ "$(id -u)" = 0 ] || { log "$1 needs root the first time (sudo $0 $OUT), or set NODEBAKE_DEMO_CACHE to a prepared cache"; exit 1; }; }
 
-install_tools() {
-  local missing=()
-  command -v debootstrap >/dev/null || missing+=(debootstrap)
-  command -v cc >/dev/null || missing+=(gcc)
-  command -v python3 >/dev/null || missing+=(python3)
-  if [ ${#missing[@]} -gt 0 ]; then
-    need_root "installing ${missing[*]}"
+# Every host tool the demo needs, checked before any slow work and all
+# listed at once: installed in one apt-get call when root on Debian,
+# otherwise named with their packages (Debian; EL 9 in README.md).
+check_tools() {
+  local missing=() pkgs=() tp t
+  local want=("cc:gcc" "python3:python3" "dpkg-deb:dpkg" "file:file" "depmod:kmod" "mke2fs:e2fsprogs"
+    "debugfs:e2fsprogs" "mkfs.fat:dosfstools" "mcopy:mtools" "syslinux:syslinux" "qemu-img:qemu-utils")
+  [ -f "$CACHE/debian-$SUITE-amd64.tar.gz" ] || want+=("debootstrap:debootstrap")
+  for tp in "${want[@]}"; do
+    t=${tp%%:*}
+    PATH=$PATH:/usr/sbin:/sbin command -v "$t" >/dev/null || { missing+=("$t"); pkgs+=("${tp#*:}"); }
+  done
+  if [ ! -f /usr/lib/syslinux/mbr/mbr.bin ] && [ ! -f /usr/share/syslinux/mbr.bin ]; then
+    missing+=("syslinux mbr.bin"); pkgs+=(syslinux-common)
+  fi
+  [ ${#missing[@]} = 0 ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing ${pkgs[*]} (for ${missing[*]})"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+  else
+    log "missing host tools: ${missing[*]}"
+    log "install (Debian): apt-get install $(printf '%s\n' "${pkgs[@]}" | sort -u | paste -sd' ')"
+    log "EL 9 and others: see README.md (Quickstart)"
+    exit 1
   fi
 }
 
@@ -50,7 +66,6 @@ make_base() {
   local tarball=$CACHE/debian-$SUITE-amd64.tar.gz
   [ -f "$tarball" ] && return 0
   need_root "debootstrap"
-  install_tools
   local work; work=$(mktemp -d "$CACHE/.base-XXXXXX")
   # The base carries the node packages' dependencies but not the packages
   # themselves: those are the builder's job. debootstrap resolves both
@@ -114,6 +129,7 @@ write_lock() {
 }
 
 mkdir -p "$CACHE"
+check_tools
 build_binaries
 make_base
 fetch_debs

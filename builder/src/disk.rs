@@ -122,14 +122,7 @@ pub fn write(input: &DiskInput, work: &Path, out: &Path) -> Result<(Vec<OutputFi
     if input.spec.qcow2 {
         QEMU_IMG.path()?;
     }
-    let mbr = tools::data_file(
-        &[
-            "/usr/lib/syslinux/mbr/mbr.bin",
-            "/usr/share/syslinux/mbr.bin",
-            "/usr/lib/syslinux/bios/mbr.bin",
-        ],
-        "syslinux-common (Debian) / syslinux (EL)",
-    )?;
+    let mbr = tools::data_file(tools::SYSLINUX_MBR, tools::SYSLINUX_MBR_PACKAGES)?;
     let label = &input.spec.root_label;
     let uuid = uuid_from(input.seed, "root");
     let cmdline = format!("root=LABEL={label} rw {}", input.cmdline)

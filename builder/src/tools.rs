@@ -41,6 +41,14 @@ pub const QEMU_IMG: Tool = Tool {
     program: "qemu-img",
     packages: "qemu-utils (Debian) / qemu-img (EL)",
 };
+/// syslinux's MBR boot code (the disk output's first sector).
+pub const SYSLINUX_MBR: &[&str] = &[
+    "/usr/lib/syslinux/mbr/mbr.bin",
+    "/usr/share/syslinux/mbr.bin",
+    "/usr/lib/syslinux/bios/mbr.bin",
+];
+/// The packages that ship [`SYSLINUX_MBR`].
+pub const SYSLINUX_MBR_PACKAGES: &str = "syslinux-common (Debian) / syslinux (EL)";
 pub const DEPMOD: Tool = Tool {
     program: "depmod",
     packages: "kmod",
@@ -71,6 +79,34 @@ impl Tool {
         c.env("LC_ALL", "C");
         Ok(c)
     }
+}
+
+/// Fails, listing every one of `tools` (and `data` files: candidates and
+/// package) that is missing with the package that ships it, so one
+/// install fixes them all; before any slow work.
+pub fn require_all(tools: &[Tool], data: &[(&[&str], &str)]) -> Result<()> {
+    let mut missing: Vec<String> = Vec::new();
+    for t in tools {
+        if t.path().is_err()
+            && !missing
+                .iter()
+                .any(|m| m.starts_with(&format!("`{}`", t.program)))
+        {
+            missing.push(format!("`{}` (package {})", t.program, t.packages));
+        }
+    }
+    for (candidates, packages) in data {
+        if data_file(candidates, packages).is_err() {
+            missing.push(format!("{} (package {packages})", candidates[0]));
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "host tools missing for the requested outputs: {}",
+            missing.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Runs `cmd` (made by [`Tool::command`]) and fails with its stderr when
@@ -111,6 +147,26 @@ pub fn data_file(candidates: &[&str], packages: &str) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_missing_tool_is_listed_at_once() {
+        let a = Tool {
+            program: "nodebake-no-such-a",
+            packages: "pkg-a",
+        };
+        let b = Tool {
+            program: "nodebake-no-such-b",
+            packages: "pkg-b",
+        };
+        let e = require_all(&[a, b, a], &[(&["/nonexistent/mbr.bin"], "pkg-c")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`nodebake-no-such-a` (package pkg-a)"), "{e}");
+        assert!(e.contains("`nodebake-no-such-b` (package pkg-b)"), "{e}");
+        assert!(e.contains("/nonexistent/mbr.bin (package pkg-c)"), "{e}");
+        assert_eq!(e.matches("pkg-a").count(), 1, "{e}");
+        require_all(&[], &[]).unwrap();
+    }
 
     #[test]
     fn missing_tool_names_its_package() {
