@@ -203,6 +203,7 @@ fn two_builds_are_byte_identical_and_real_tools_read_them() {
         "{listing}"
     );
     assert!(listing.contains(" etc/systemd/system/timers.target.wants/nodebake-keep-token.timer -> /usr/lib/systemd/system/nodebake-keep-token.timer"), "{listing}");
+    assert!(listing.contains(" etc/systemd/system/timers.target.wants/nodebake-reconcile.timer -> /usr/lib/systemd/system/nodebake-reconcile.timer"), "{listing}");
     assert!(listing.contains(" usr/lib/nodebake/profiles/master.toml"));
     assert!(listing.contains(" usr/lib/nodebake/image.json"));
     // Fixed timestamps on every entry.

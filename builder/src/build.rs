@@ -1097,6 +1097,16 @@ fn add_firstboot(tree: &mut Tree, blobs: &BlobStore, arch: Arch, bytes: &[u8]) -
     s.file(layout::KEEP_TOKEN_UNIT, &mut keep.as_bytes(), 0o644, 0, 0)?;
     let timer = layout::keep_token_timer();
     s.file(layout::KEEP_TOKEN_TIMER, &mut timer.as_bytes(), 0o644, 0, 0)?;
+    let reconcile = layout::reconcile_service();
+    s.file(
+        layout::RECONCILE_UNIT,
+        &mut reconcile.as_bytes(),
+        0o644,
+        0,
+        0,
+    )?;
+    let timer = layout::reconcile_timer();
+    s.file(layout::RECONCILE_TIMER, &mut timer.as_bytes(), 0o644, 0, 0)?;
     s.dir(layout::ETC_DIR, 0o755, 0, 0)?;
     Ok(())
 }
@@ -1146,6 +1156,7 @@ fn enable_units(
     if firstboot {
         all.push(layout::FIRSTBOOT_UNIT_NAME.to_string());
         all.push(layout::KEEP_TOKEN_TIMER_NAME.to_string());
+        all.push(layout::RECONCILE_TIMER_NAME.to_string());
     }
     let mut links: BTreeMap<String, String> = BTreeMap::new();
     for u in &all {

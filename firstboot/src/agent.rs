@@ -332,6 +332,48 @@ pub fn run(opts: &RunOptions, runner: &dyn Runner) -> Result<RunReport> {
     Ok(report)
 }
 
+/// `reconcile`: after first boot, the steps that depend on who else is in
+/// the cluster — the hosts block, haproxy's backends and keepalived's
+/// peers (reloaded, never restarted, while they run) and on masters the
+/// etcd members of masters no longer listed — checked against the node's
+/// current metadata and applied where they differ, without a reboot. The
+/// metadata must describe this machine (the hostname first boot set). Not
+/// journaled: the first-boot journal stays as it was.
+pub fn reconcile(opts: &RunOptions, runner: &dyn Runner) -> Result<RunReport> {
+    let root = &opts.root;
+    if !root.exists(layout::FIRSTBOOT_DONE) {
+        bail!(
+            "first boot has not completed on this node ({} is absent): reconcile only converges \
+             a node that joined; run `nodebake-firstboot run`",
+            layout::FIRSTBOOT_DONE
+        );
+    }
+    let loaded = load(opts, runner.is_live())?;
+    if let Some(h) = root.read_opt("/etc/hostname")? {
+        if h.trim() != loaded.node.hostname {
+            bail!(
+                "the metadata ({}) is for {}, this node is {}: nothing changed",
+                loaded.metadata.source,
+                loaded.node.hostname,
+                h.trim()
+            );
+        }
+    }
+    let mut cx = ctx(&loaded, root, runner, &opts.containerd, &opts.join);
+    let mut report = RunReport {
+        source: Some(loaded.metadata.source.clone()),
+        ..RunReport::default()
+    };
+    for step in steps::reconcile_steps() {
+        let id = step.id();
+        let outcome = run_step(step.as_ref(), &mut cx).with_context(|| format!("step {id}"))?;
+        report.steps.push((id.into(), outcome));
+    }
+    report.changed = cx.changed;
+    report.skipped = runner.skipped();
+    Ok(report)
+}
+
 /// Where the node is on its join path, from the journaled steps.
 pub fn join_phase(done: &[&str]) -> &'static str {
     let has = |id: &str| done.contains(&id);

@@ -84,6 +84,18 @@ enum Command {
         #[arg(long)]
         metadata: Option<String>,
     },
+    /// After first boot: bring the membership-dependent parts of this node
+    /// (hosts block, haproxy backends, keepalived peers; on masters the
+    /// etcd members of masters no longer listed) in line with its current
+    /// metadata, without a reboot. For a timer and on demand.
+    Reconcile {
+        /// Root to work on (default: the running system).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Metadata source (as for `run`).
+        #[arg(long)]
+        metadata: Option<String>,
+    },
     /// Print the journal: finished steps and the last error.
     Status {
         /// Root to inspect (default: the running system).
@@ -168,35 +180,29 @@ impl Cli {
                     );
                     return Ok(());
                 }
-                if let Some(s) = &report.source {
-                    println!("metadata: {s}");
-                }
-                for (id, o) in &report.steps {
-                    match o {
-                        StepOutcome::Journaled => println!("step {id}: done (journal)"),
-                        StepOutcome::AlreadyInPlace => println!("step {id}: already in place"),
-                        StepOutcome::Applied { unverified } if unverified.is_empty() => {
-                            println!("step {id}: applied")
-                        }
-                        StepOutcome::Applied { unverified } => println!(
-                            "step {id}: applied (not verifiable with skipped commands: {})",
-                            unverified.join("; ")
-                        ),
-                    }
-                }
-                for c in &report.changed {
-                    println!("changed: {c}");
-                }
-                if !report.skipped.is_empty() {
-                    println!(
-                        "skipped {} command(s) and host action(s) (--root: nothing runs on the running host):",
-                        report.skipped.len()
-                    );
-                    for s in &report.skipped {
-                        println!("  skipped: {s}");
-                    }
-                }
+                print_report(&report);
                 println!("first boot complete");
+                Ok(())
+            }
+            Command::Reconcile { root, metadata } => {
+                let (r, runner) = runner_for(&root);
+                let mut opts = RunOptions::new(r);
+                opts.metadata = metadata;
+                let report = agent::reconcile(&opts, runner.as_ref())?;
+                print_report(&report);
+                println!(
+                    "reconciled: {}",
+                    if report.changed.is_empty()
+                        && report
+                            .steps
+                            .iter()
+                            .all(|(_, o)| matches!(o, StepOutcome::AlreadyInPlace))
+                    {
+                        "nothing to change"
+                    } else {
+                        "changes applied"
+                    }
+                );
                 Ok(())
             }
             Command::Plan { root, metadata } => {
@@ -264,4 +270,36 @@ fn write_patches(node: &nodebake_contract::node::NodeConfig, dir: &std::path::Pa
             .with_context(|| format!("writing patch {name} into {}", dir.display()))?;
     }
     Ok(())
+}
+
+/// The steps, changed files and skipped actions of a run or reconcile.
+fn print_report(report: &agent::RunReport) {
+    if let Some(s) = &report.source {
+        println!("metadata: {s}");
+    }
+    for (id, o) in &report.steps {
+        match o {
+            StepOutcome::Journaled => println!("step {id}: done (journal)"),
+            StepOutcome::AlreadyInPlace => println!("step {id}: already in place"),
+            StepOutcome::Applied { unverified } if unverified.is_empty() => {
+                println!("step {id}: applied")
+            }
+            StepOutcome::Applied { unverified } => println!(
+                "step {id}: applied (not verifiable with skipped commands: {})",
+                unverified.join("; ")
+            ),
+        }
+    }
+    for c in &report.changed {
+        println!("changed: {c}");
+    }
+    if !report.skipped.is_empty() {
+        println!(
+            "skipped {} command(s) and host action(s) (--root: nothing runs on the running host):",
+            report.skipped.len()
+        );
+        for s in &report.skipped {
+            println!("  skipped: {s}");
+        }
+    }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use nodebake_firstboot::kubeadm::endpoint::Backoff;
 use nodebake_firstboot::kubeadm::etcd::{
-    member_list, mint_client_cert, remove_stale_etcd_member, EtcdAccess,
+    member_list, mint_client_cert, remove_foreign_members, remove_stale_etcd_member, EtcdAccess,
 };
 use nodebake_firstboot::runner::{Cmd, Runner, SystemRunner};
 
@@ -246,4 +246,33 @@ fn stale_member_removed_by_peer_url_and_rebuilt_member_rejoins() {
     let (_, now) = member_list(&runner, &a).unwrap().unwrap();
     assert_eq!(now.len(), 3);
     assert!(now.iter().all(|m| !m.name.is_empty()), "{now:?}");
+
+    // Reconcile after m2's master left the inventory: metadata naming
+    // only m0 (2 of 3 members foreign) or nobody is refused, nothing
+    // removed; naming m0 and m1 removes m2 through a healthy member.
+    for wanted in [vec![c.peer_url(0)], vec![]] {
+        let e = remove_foreign_members(&runner, &a, &wanted, &b).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("half or more") || e.contains("no etcd member"),
+            "{e}"
+        );
+        assert_eq!(member_list(&runner, &a).unwrap().unwrap().1.len(), 3);
+    }
+    let wanted = [c.peer_url(0), c.peer_url(1)];
+    let removed = remove_foreign_members(&runner, &a, &wanted, &b).unwrap();
+    assert_eq!(removed, [c.peer_url(2)]);
+    let two = c.access(&[0, 1], &cert, &key);
+    let (_, left) = member_list(&runner, &two).unwrap().unwrap();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(remove_foreign_members(&runner, &two, &wanted, &b)
+        .unwrap()
+        .is_empty());
+    let v = etcdctl(
+        &two,
+        &c.client_url(1),
+        &["get", "nodebake/data", "--print-value-only"],
+    )
+    .unwrap();
+    assert_eq!(v.trim(), "intact");
 }

@@ -59,7 +59,10 @@ fn masters_get_checked_configs_and_running_services() {
             .unwrap_or_else(|| panic!("no `{needle}` in {skipped:#?}"))
     };
     assert!(pos("haproxy -c -q -f") < pos("systemctl enable haproxy.service"));
-    assert!(pos("systemctl enable haproxy.service") < pos("systemctl restart haproxy.service"));
+    assert!(
+        pos("systemctl enable haproxy.service")
+            < pos("systemctl reload-or-restart haproxy.service")
+    );
     assert!(pos("keepalived -t -f") < pos("systemctl enable keepalived.service"));
     assert!(pos("systemctl daemon-reload") < pos("systemctl restart keepalived.service"));
     assert!(skipped.iter().all(|s| !s.contains("k8sVRRP1")));

@@ -37,7 +37,7 @@ fn verify(root: &Path, units: &[&str]) -> String {
 }
 
 #[test]
-fn baked_units_verify_clean_and_the_keep_alive_timer_runs_the_agent_hourly() {
+fn baked_units_verify_clean_and_the_timers_run_the_agent() {
     if !require("units", &["systemd-analyze"]) {
         return;
     }
@@ -109,4 +109,11 @@ fn baked_units_verify_clean_and_the_keep_alive_timer_runs_the_agent_hourly() {
     assert!(svc.contains("ConditionPathExists=/etc/kubernetes/admin.conf\n"));
     let timer = layout::keep_token_timer();
     assert!(timer.contains("WantedBy=timers.target"), "{timer}");
+    let svc = layout::reconcile_service();
+    assert!(
+        svc.contains(&format!("ExecStart={} reconcile\n", layout::FIRSTBOOT_BIN)),
+        "{svc}"
+    );
+    assert!(svc.contains(&format!("ConditionPathExists={}\n", layout::FIRSTBOOT_DONE)));
+    assert!(layout::reconcile_timer().contains("WantedBy=timers.target"));
 }

@@ -29,6 +29,12 @@ pub const KEEP_TOKEN_UNIT: &str = "/usr/lib/systemd/system/nodebake-keep-token.s
 pub const KEEP_TOKEN_TIMER: &str = "/usr/lib/systemd/system/nodebake-keep-token.timer";
 /// Unit name of the keep-alive timer (enabled in every image).
 pub const KEEP_TOKEN_TIMER_NAME: &str = "nodebake-keep-token.timer";
+/// The reconcile service (`nodebake-firstboot reconcile`).
+pub const RECONCILE_UNIT: &str = "/usr/lib/systemd/system/nodebake-reconcile.service";
+/// The timer that starts [`RECONCILE_UNIT`].
+pub const RECONCILE_TIMER: &str = "/usr/lib/systemd/system/nodebake-reconcile.timer";
+/// Unit name of the reconcile timer (enabled in every image).
+pub const RECONCILE_TIMER_NAME: &str = "nodebake-reconcile.timer";
 /// Operator configuration directory.
 pub const ETC_DIR: &str = "/etc/nodebake";
 /// Local metadata override read when no other source yields.
@@ -72,6 +78,46 @@ WantedBy=multi-user.target
     )
 }
 
+/// A oneshot service running `nodebake-firstboot <command>` once first
+/// boot completed (and every path in `also` exists).
+fn agent_service(description: &str, command: &str, also: &[&str]) -> String {
+    let mut conditions = format!("ConditionPathExists={FIRSTBOOT_DONE}\n");
+    for p in also {
+        conditions += &format!("ConditionPathExists={p}\n");
+    }
+    format!(
+        "[Unit]
+Description=nodebake: {description}
+Documentation=https://github.com/nodebake/nodebake
+After=network-online.target {FIRSTBOOT_UNIT_NAME}
+{conditions}
+[Service]
+Type=oneshot
+ExecStart={FIRSTBOOT_BIN} {command}
+TimeoutStartSec=30min
+"
+    )
+}
+
+/// A timer enabled in `timers.target`: `on_boot` after boot, then every
+/// `every`, spread over `spread` so nodes do not all act at once.
+fn timer(description: &str, on_boot: &str, every: &str, spread: &str) -> String {
+    format!(
+        "[Unit]
+Description=nodebake: {description}
+Documentation=https://github.com/nodebake/nodebake
+
+[Timer]
+OnBootSec={on_boot}
+OnUnitActiveSec={every}
+RandomizedDelaySec={spread}
+
+[Install]
+WantedBy=timers.target
+"
+    )
+}
+
 /// The bootstrap token keep-alive service: on a master whose first boot
 /// completed (its admin kubeconfig exists), `nodebake-firstboot keep-token`
 /// re-creates the pre-generated token when the cluster no longer has it
@@ -80,40 +126,43 @@ WantedBy=multi-user.target
 /// first boot completes; the role profile's `keep_bootstrap_token = false`
 /// makes it a no-op.
 pub fn keep_token_service() -> String {
-    format!(
-        "[Unit]
-Description=nodebake: keep the pre-generated bootstrap token present (masters)
-Documentation=https://github.com/nodebake/nodebake
-After=network-online.target {firstboot}
-ConditionPathExists={done}
-ConditionPathExists=/etc/kubernetes/admin.conf
-
-[Service]
-Type=oneshot
-ExecStart={bin} keep-token
-TimeoutStartSec=30min
-",
-        firstboot = FIRSTBOOT_UNIT_NAME,
-        done = FIRSTBOOT_DONE,
-        bin = FIRSTBOOT_BIN
+    agent_service(
+        "keep the pre-generated bootstrap token present (masters)",
+        "keep-token",
+        &["/etc/kubernetes/admin.conf"],
     )
 }
 
 /// The timer of [`keep_token_service`]: 15 minutes after boot, then every
-/// hour (well inside the token's default 24 h TTL), spread over 10 minutes
-/// so masters do not all ask at once.
+/// hour (well inside the token's default 24 h TTL), spread over 10 minutes.
 pub fn keep_token_timer() -> String {
-    "[Unit]
-Description=nodebake: re-check the bootstrap token every hour (masters)
-Documentation=https://github.com/nodebake/nodebake
+    timer(
+        "re-check the bootstrap token every hour (masters)",
+        "15min",
+        "1h",
+        "10min",
+    )
+}
 
-[Timer]
-OnBootSec=15min
-OnUnitActiveSec=1h
-RandomizedDelaySec=10min
+/// The reconcile service: once first boot completed, `nodebake-firstboot
+/// reconcile` brings the hosts block, haproxy backends, keepalived peers
+/// and (masters) etcd members in line with the node's current metadata.
+pub fn reconcile_service() -> String {
+    agent_service(
+        "converge this node with its current metadata (hosts, load balancer, etcd members)",
+        "reconcile",
+        &[],
+    )
+}
 
-[Install]
-WantedBy=timers.target
-"
-    .to_string()
+/// The timer of [`reconcile_service`]: 5 minutes after boot, then every
+/// 15 minutes (spread over 2), so a membership change published in the
+/// metadata (e.g. by `nodebake serve`) reaches every node without a reboot.
+pub fn reconcile_timer() -> String {
+    timer(
+        "converge this node with its metadata every 15 minutes",
+        "5min",
+        "15min",
+        "2min",
+    )
 }

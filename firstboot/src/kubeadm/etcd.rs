@@ -211,6 +211,63 @@ pub fn remove_stale_etcd_member(
     bail!("could not remove the stale etcd member {peer_url}: {last}")
 }
 
+/// Members whose peer URLs are none of `wanted` (masters no longer in the
+/// metadata).
+pub fn foreign_members<'m>(members: &'m [Member], wanted: &[String]) -> Vec<&'m Member> {
+    members
+        .iter()
+        .filter(|m| {
+            !m.peer_urls
+                .iter()
+                .any(|u| wanted.iter().any(|w| same_url(u, w)))
+        })
+        .collect()
+}
+
+/// Removes, through the first member that answers, every etcd member
+/// whose peer URL is none of `wanted` (the masters of the metadata).
+/// Refused, before anything changes, when those are half the members or
+/// more (metadata that lost its masters must not empty the cluster:
+/// remove masters one at a time) or when none of `wanted` is a member.
+/// Returns the removed peer URLs.
+pub fn remove_foreign_members(
+    runner: &dyn Runner,
+    a: &EtcdAccess,
+    wanted: &[String],
+    b: &Backoff,
+) -> Result<Vec<String>> {
+    let Some((_, members)) = member_list(runner, a)? else {
+        return Ok(Vec::new());
+    };
+    let foreign = foreign_members(&members, wanted);
+    if foreign.is_empty() {
+        return Ok(Vec::new());
+    }
+    let urls: Vec<String> = foreign
+        .iter()
+        .filter_map(|m| m.peer_urls.first().cloned())
+        .collect();
+    if foreign.len() == members.len() {
+        bail!(
+            "no etcd member is a master of the metadata (members: {}): refusing to remove any",
+            urls.join(", ")
+        );
+    }
+    if 2 * foreign.len() >= members.len() {
+        bail!(
+            "{} of {} etcd members ({}) are not masters of the metadata: removing half or more \
+             at once is refused; remove masters one at a time",
+            foreign.len(),
+            members.len(),
+            urls.join(", ")
+        );
+    }
+    for u in &urls {
+        remove_stale_etcd_member(runner, a, u, b)?;
+    }
+    Ok(urls)
+}
+
 /// Why a control-plane join must wait; `None` when it may go ahead.
 fn join_blocker(
     runner: &dyn Runner,

@@ -42,6 +42,17 @@ pub fn host_steps() -> Vec<Box<dyn Step>> {
     ]
 }
 
+/// The steps `reconcile` re-checks after first boot: those that depend on
+/// the cluster's membership.
+pub fn reconcile_steps() -> Vec<Box<dyn Step>> {
+    vec![
+        Box::new(hosts::Hosts),
+        Box::new(load_balancer::Haproxy),
+        Box::new(load_balancer::Keepalived),
+        Box::new(kubeadm::EtcdMembers),
+    ]
+}
+
 /// Every step for `node`: the host steps, then its kubeadm join path.
 pub fn all_steps(node: &NodeConfig, profile: &RoleProfile) -> Vec<Box<dyn Step>> {
     let mut s = host_steps();

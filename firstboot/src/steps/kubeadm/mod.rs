@@ -7,6 +7,7 @@
 
 pub mod bridge_cni;
 pub mod join;
+mod members;
 mod post;
 
 use anyhow::Result;
@@ -20,6 +21,7 @@ use crate::runner::{Cmd, Outcome};
 use crate::step::{pending_files, write_files, Ctx, FileSpec, Pending, Step};
 
 pub use join::{KubeadmInit, KubeadmJoin, WaitEndpoint};
+pub use members::EtcdMembers;
 pub use post::{AdminKubeconfig, BootstrapToken, Cni, NodeReady};
 
 /// The kubeadm configuration file (0600: holds the token).

@@ -134,7 +134,12 @@ impl Step for Haproxy {
         }
         if host_mode(cx) {
             cx.run(Cmd::new("systemctl", ["enable", "haproxy.service"]))?;
-            cx.run(Cmd::new("systemctl", ["restart", "haproxy.service"]))?;
+            // A running haproxy reloads (connections in flight finish; a
+            // reconcile after a membership change drops none).
+            cx.run(Cmd::new(
+                "systemctl",
+                ["reload-or-restart", "haproxy.service"],
+            ))?;
         }
         Ok(())
     }
@@ -221,7 +226,14 @@ impl Step for Keepalived {
                 cx.run(Cmd::new("systemctl", ["daemon-reload"]))?;
             }
             cx.run(Cmd::new("systemctl", ["enable", "keepalived.service"]))?;
-            cx.run(Cmd::new("systemctl", ["restart", "keepalived.service"]))?;
+            // A new drop-in needs a restart; otherwise a running keepalived
+            // reloads (SIGHUP): new peers without giving up the VIP.
+            let verb = if dropin_changed {
+                "restart"
+            } else {
+                "reload-or-restart"
+            };
+            cx.run(Cmd::new("systemctl", [verb, "keepalived.service"]))?;
         }
         Ok(())
     }
