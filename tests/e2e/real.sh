@@ -150,7 +150,10 @@ for i in 1 2 3; do [ "$i" -le "$WORKERS" ] && NODES+=("k8s-node$i"); done
   awk '/^\[\[machines\]\]/{exit} {print}' "$REPO/examples/seed-ha-cluster.toml" |
     sed -e 's|^image = .*|image = "images/demo.toml"|' -e 's|^kubernetes_version = .*|kubernetes_version = "1.28.7"|' \
       -e '/^image_repository = /d' -e 's|^cni = .*|cni = "bridge"|'
-  printf '\n[cluster.kubeadm]\nskip_phases = ["addon/coredns"]\ncontrol_plane_timeout = "30m0s"\ndiscovery_timeout = "20m0s"\nimage_pull_policy = "Never"\n'
+  # attempts: kubeadm 1.28's API (10 s) and etcd (2 s) call timeouts are
+  # fixed; a join that hits one while the other guests are busy is
+  # retried (kubeadm reset in between) rather than failing first boot.
+  printf '\n[cluster.kubeadm]\nskip_phases = ["addon/coredns"]\ncontrol_plane_timeout = "30m0s"\ndiscovery_timeout = "20m0s"\nimage_pull_policy = "Never"\nattempts = 6\n'
   # etcd's defaults (heartbeat 100 ms, election 1 s) assume a member
   # answers in milliseconds; a TCG guest sharing two host cores with the
   # others misses heartbeats, the members re-elect, and kubeadm's member
@@ -170,7 +173,7 @@ for i in 1 2 3; do [ "$i" -le "$WORKERS" ] && NODES+=("k8s-node$i"); done
   for c in etcd kube-apiserver; do
     printf '\n[[cluster.kubeadm.patches]]\ntarget = "%s"\npatch = """\nspec:\n  containers:\n  - name: %s\n    livenessProbe: {failureThreshold: 30}\n    startupProbe: {failureThreshold: 60}\n"""\n' "$c" "$c"
   done
-  printf '\n[load_balancer]\nconnect_timeout_ms = 5000\nbackend_inter_ms = 3000\nbackend_fall = 3\ncheck_interval_s = 5\ncheck_fall = 2\n'
+  printf '\n[load_balancer]\nconnect_timeout_ms = 5000\nbackend_inter_ms = 6000\nbackend_fall = 3\ncheck_interval_s = 5\ncheck_fall = 2\n'
   for n in "${NODES[@]}"; do
     role=worker; case $n in k8s-master*) role=master;; esac
     printf '\n[[machines]]\nname = "%s"\nrole = "%s"\nip = "192.168.147.%s"\nmac = "52:54:00:93:01:%s"\n' \
@@ -271,6 +274,24 @@ wait_first_boot() {
   done
   log "$1 completed its first boot $(echo "$(date +%s.%N) - ${BOOTED_AT[$1]}" | bc) s after its boot"
 }
+# Waits (bounded) until the API answers through the VIP within 5 s three
+# times in a row, 10 s apart: a control plane still settling after a
+# join (controllers starting, etcd promoting a learner) starves the next
+# guest's join past kubeadm's fixed timeouts.
+wait_quiet() {
+  local deadline=$(( $(date +%s) + 900 )) ok=0
+  while [ $ok -lt 3 ]; do
+    alive
+    if ip netns exec "$NS" "$K8S/kubectl" --kubeconfig "$WORK/admin.conf" --request-timeout=5s get --raw /readyz >/dev/null 2>&1; then
+      ok=$((ok + 1))
+    else
+      ok=0
+    fi
+    [ "$(date +%s)" -lt $deadline ] || { log "the API did not settle within 900 s; going on"; return 0; }
+    sleep 10
+  done
+  log "the API answers quickly through the VIP"
+}
 # Rebuilds $1: its VM killed (if still running) and its disk thrown away,
 # a fresh overlay of the template booted with the same seed; waits for its
 # first boot to complete and the node to be Ready. Sets REBUILT_S (seconds
@@ -297,7 +318,7 @@ if [ "$STAGGER" = 1 ]; then
   # expire). The agent's own turn-taking (masters join one by one, after
   # a healthy etcd) is what E2E_STAGGER=0 runs, as hardware would.
   log "guests start one by one (TCG; masters ${M_CPUS} vCPU/${M_MEM} MiB, workers ${W_CPUS} vCPU/${W_MEM} MiB)"
-  for n in "${NODES[@]}"; do start_guest "$n"; wait_ready "$n"; wait_first_boot "$n"; done
+  for n in "${NODES[@]}"; do start_guest "$n"; wait_ready "$n"; wait_first_boot "$n"; wait_quiet; done
 else
   for n in "${NODES[@]}"; do start_guest "$n"; done
   log "${#NODES[@]} guests started (TCG; masters ${M_CPUS} vCPU/${M_MEM} MiB, workers ${W_CPUS} vCPU/${W_MEM} MiB)"

@@ -71,6 +71,10 @@ pub struct ClusterSettings {
     /// Extra kubelet flags for every node (without dashes).
     #[serde(default)]
     pub kubelet_extra_args: BTreeMap<String, String>,
+    /// Login accounts on every node (`[[cluster.users]]`), exactly
+    /// `nodebake.users` of the node schema.
+    #[serde(default)]
+    pub users: Vec<nodebake_contract::node::UserSettings>,
     /// kubeadm choices (`[cluster.kubeadm]`: `skip_phases`,
     /// `control_plane_timeout`, `image_pull_policy`, `extra_args`), exactly `nodebake.kubeadm` of the node schema.
     #[serde(default)]

@@ -94,6 +94,7 @@ pub fn node_settings(inv: &CheckedInventory, s: &ClusterSecrets, m: &Machine) ->
         registry_mirrors: i.cluster.registry_mirrors.clone(),
         firewalld: i.cluster.firewalld.clone(),
         kubelet_extra_args,
+        users: i.cluster.users.clone(),
         profile: m.profile.clone(),
         secrets,
         load_balancer,

@@ -32,6 +32,8 @@
 //!   registry_mirrors: { docker.io: [ "https://mirror.example.org" ] }
 //!   firewalld: disable            # disable | open-ports
 //!   kubelet_extra_args: {}
+//!   users:                        # optional; key-only login accounts
+//!     - { name: ops, ssh_authorized_keys: ["ssh-ed25519 AAAA... ops@example"], sudo: true }
 //!   secrets:
 //!     bootstrap_token: abcdef.0123456789abcdef
 //!     ca_cert_hash: sha256:<64 hex>
@@ -60,6 +62,7 @@
 //!     skip_phases: [addon/coredns]  # init/join phases to skip (1.22+)
 //!     control_plane_timeout: 4m0s # kubeadm init's wait for the control plane
 //!     discovery_timeout: 5m0s     # kubeadm join's wait for cluster-info
+//!     attempts: 3                 # kubeadm init/join attempts (1-20)
 //!     image_pull_policy: Never    # Always | IfNotPresent | Never (baked images)
 //!     extra_args:                 # control-plane flags, per component
 //!       etcd: {heartbeat-interval: "500", election-timeout: "5000"}
@@ -291,6 +294,9 @@ pub struct NodeSettings {
     /// Extra kubelet flags without leading dashes (`max-pods: "200"`).
     #[serde(default)]
     pub kubelet_extra_args: BTreeMap<String, String>,
+    /// Login accounts (key-only) written by first boot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<UserSettings>,
     /// Role profile name under [`crate::layout::PROFILES_DIR`]; defaults
     /// to the role's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -304,6 +310,21 @@ pub struct NodeSettings {
     /// kubeadm choices; defaults when absent.
     #[serde(default, skip_serializing_if = "KubeadmSettings::is_default")]
     pub kubeadm: KubeadmSettings,
+}
+
+/// A login account: created when missing (home directory, `/bin/bash`,
+/// no password: keys only), its SSH keys where sshd reads them, and with
+/// `sudo` a passwordless sudoers rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSettings {
+    /// Account name (`[a-z_][a-z0-9_-]{0,31}`; `root` gets keys only).
+    pub name: String,
+    /// OpenSSH public keys (`ssh-ed25519 AAAA... comment`), at least one.
+    pub ssh_authorized_keys: Vec<String>,
+    /// Passwordless sudo.
+    #[serde(default)]
+    pub sudo: bool,
 }
 
 /// `nodebake.kubeadm`: choices passed to kubeadm itself.
@@ -323,6 +344,12 @@ pub struct KubeadmSettings {
     /// v1beta4 `timeouts.discovery`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovery_timeout: Option<String>,
+    /// How many times the agent runs `kubeadm init` / `join` (with
+    /// `kubeadm reset -f` between) before first boot fails; default 3.
+    /// Raise it where the control plane answers slowly (kubeadm's own API
+    /// and etcd call timeouts of 10 s and 2 s are fixed before 1.31).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
     /// kubeadm's image pull policy (`Always`, `IfNotPresent`, `Never`;
     /// kubeadm's default `IfNotPresent`). `Never` for nodes whose images
     /// are baked: kubeadm's preflight then pulls nothing (not even the
@@ -594,6 +621,8 @@ pub struct NodeConfig {
     pub firewalld: FirewalldPolicy,
     /// Extra kubelet args (without dashes).
     pub kubelet_extra_args: BTreeMap<String, String>,
+    /// Login accounts.
+    pub users: Vec<UserSettings>,
     /// Role profile name.
     pub profile: String,
     /// Secrets.

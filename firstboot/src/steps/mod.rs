@@ -14,6 +14,7 @@ pub mod network;
 pub mod selinux;
 pub mod swap;
 pub mod sysctl;
+pub mod users;
 
 use nodebake_contract::node::NodeConfig;
 use nodebake_contract::profile::RoleProfile;
@@ -29,6 +30,7 @@ pub fn host_steps() -> Vec<Box<dyn Step>> {
         Box::new(network::Network),
         Box::new(hostname::Hostname),
         Box::new(hosts::Hosts),
+        Box::new(users::Users),
         Box::new(swap::Swap),
         Box::new(modules::KernelModules),
         Box::new(sysctl::Sysctl),
@@ -47,6 +49,7 @@ pub fn host_steps() -> Vec<Box<dyn Step>> {
 pub fn reconcile_steps() -> Vec<Box<dyn Step>> {
     vec![
         Box::new(hosts::Hosts),
+        Box::new(users::Users),
         Box::new(load_balancer::Haproxy),
         Box::new(load_balancer::Keepalived),
         Box::new(kubeadm::EtcdMembers),

@@ -370,6 +370,17 @@ fn kubeadm_settings_are_checked_and_named() {
     let mut b = s.clone();
     b.kubeadm.skip_phases = vec!["preflight".into(), "preflight".into()];
     assert_field(&m, &b, "nodebake.kubeadm.skip_phases[1]", "twice");
+    for bad in [0, 21] {
+        let mut b = s.clone();
+        b.kubeadm.attempts = Some(bad);
+        assert_field(&m, &b, "nodebake.kubeadm.attempts", "1 to 20");
+    }
+    let mut b = s.clone();
+    b.kubeadm.attempts = Some(6);
+    assert_eq!(
+        NodeConfig::from_parts(&m, &b).unwrap().kubeadm.attempts,
+        Some(6)
+    );
     let mut b = s.clone();
     b.kubeadm.image_pull_policy = Some("never".into());
     assert_field(&m, &b, "nodebake.kubeadm.image_pull_policy", "pull policy");

@@ -381,6 +381,7 @@ pub(super) fn validate(meta: &MetaData, s: &NodeSettings) -> Result<NodeConfig, 
         }
     }
     validate_kubeadm(&mut e, &s.kubeadm, version);
+    validate_users(&mut e, &s.users);
     let profile = s.profile.clone().unwrap_or_else(|| s.role.clone());
     e.take(&n("profile"), check_simple_name(&profile, "profile name"));
 
@@ -443,6 +444,7 @@ pub(super) fn validate(meta: &MetaData, s: &NodeSettings) -> Result<NodeConfig, 
         registry_mirrors: s.registry_mirrors.clone(),
         firewalld,
         kubelet_extra_args: s.kubelet_extra_args.clone(),
+        users: s.users.clone(),
         profile,
         secrets,
         load_balancer: lb,
@@ -482,6 +484,11 @@ fn validate_kubeadm(e: &mut Errors, k: &super::KubeadmSettings, version: Option<
                 n(&format!("kubeadm.skip_phases[{i}]")),
                 format!("`{phase}` is listed twice"),
             );
+        }
+    }
+    if let Some(a) = k.attempts {
+        if !(1..=20).contains(&a) {
+            e.add(n("kubeadm.attempts"), format!("{a} attempts: 1 to 20"));
         }
     }
     if let Some(p) = &k.image_pull_policy {
@@ -534,6 +541,79 @@ fn validate_kubeadm(e: &mut Errors, k: &super::KubeadmSettings, version: Option<
                     format!("{field}.{flag}"),
                     "the value holds a control character (newline, tab, ...)",
                 );
+            }
+        }
+    }
+}
+
+/// SSH public key types sshd accepts in authorized_keys.
+const SSH_KEY_TYPES: &[&str] = &[
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+/// `users`: account names as useradd takes them (each once), at least one
+/// key each, every key `type base64 [comment]` of a type sshd knows, on
+/// one line, without options (no `command=`: keys grant a login, nothing
+/// more or less).
+fn validate_users(e: &mut Errors, users: &[super::UserSettings]) {
+    for (i, u) in users.iter().enumerate() {
+        let f = |x: &str| format!("nodebake.users[{i}].{x}");
+        let name_ok = u.name.len() <= 32
+            && u.name
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+            && u.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !name_ok {
+            e.add(
+                f("name"),
+                format!(
+                    "{} is not an account name ([a-z_][a-z0-9_-], at most 32)",
+                    grammar::shown(&u.name)
+                ),
+            );
+        } else if users[..i].iter().any(|o| o.name == u.name) {
+            e.add(f("name"), format!("`{}` is listed twice", u.name));
+        }
+        if u.ssh_authorized_keys.is_empty() {
+            e.add(
+                f("ssh_authorized_keys"),
+                "no key: nodebake accounts log in with SSH keys only",
+            );
+        }
+        for (k, key) in u.ssh_authorized_keys.iter().enumerate() {
+            let field = f(&format!("ssh_authorized_keys[{k}]"));
+            if key.chars().any(char::is_control) {
+                e.add(
+                    field,
+                    "holds a control character (one key per entry, one line)",
+                );
+                continue;
+            }
+            let mut parts = key.split_whitespace();
+            let (ty, body) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            if !SSH_KEY_TYPES.contains(&ty) {
+                e.add(
+                    field,
+                    format!(
+                        "does not start with a key type sshd knows ({}); options such as command= are not taken",
+                        SSH_KEY_TYPES.join(", ")
+                    ),
+                );
+            } else if body.len() < 16
+                || !body
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
+            {
+                e.add(field, format!("the {ty} key data is not base64"));
             }
         }
     }

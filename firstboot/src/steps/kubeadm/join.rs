@@ -40,7 +40,8 @@ pub fn is_ready_node_refusal(error: &str) -> bool {
     error.contains("already exists in the cluster") && error.contains("status \"Ready\"")
 }
 
-/// Runs `cmd` up to `cx.join.attempts.tries` times, resetting the partial
+/// Runs `cmd` up to `cx.join.attempts.tries` times (the metadata's
+/// `kubeadm.attempts` when set), resetting the partial
 /// state after each failure. A refusal because a Node of this name is
 /// still Ready is not counted as an attempt: it is waited out within
 /// `cx.join.stale_node` (the old machine's Node on a rebuild goes
@@ -51,7 +52,10 @@ fn run_with_retries(
     what: &str,
     before: fn(&mut Ctx<'_>) -> Result<()>,
 ) -> Result<()> {
-    let b = cx.join.attempts.clone();
+    let mut b = cx.join.attempts.clone();
+    if let Some(n) = cx.node.kubeadm.attempts {
+        b.tries = n;
+    }
     let stale = cx.join.stale_node.clone();
     let tries = b.tries.max(1);
     let mut last = String::new();
