@@ -295,3 +295,124 @@ fn every_seed_node_runs() {
         assert_eq!(hn.trim(), host);
     }
 }
+
+#[test]
+fn users_get_accounts_keys_for_sshd_and_sudo_and_lose_them_when_removed() {
+    let t = tempfile::tempdir().unwrap();
+    let key = |name: &str| {
+        let p = t.path().join(name);
+        let o = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C"])
+            .arg(format!("{name}@test"))
+            .arg("-f")
+            .arg(&p)
+            .output();
+        match o {
+            Ok(o) if o.status.success() => std::fs::read_to_string(p.with_extension("pub"))
+                .unwrap()
+                .trim()
+                .to_string(),
+            // No ssh-keygen here: a well-formed key all the same.
+            _ => format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{name}QUJDREVGR0hJSktMTU5PUFFSU1RVVldY {name}@test"),
+        }
+    };
+    let (ops, dev) = (key("ops"), key("dev"));
+    let users = |with_dev: bool| {
+        let mut y = format!(
+            "  users:\n  - name: ops\n    ssh_authorized_keys:\n    - {ops}\n    sudo: true\n"
+        );
+        if with_dev {
+            y += &format!("  - name: dev\n    ssh_authorized_keys: [\"{dev}\"]\n");
+        }
+        y + "  secrets:\n"
+    };
+    let root = t.path().join("root");
+    // An image with sshd (its unit) and an existing account `dev`.
+    std::fs::create_dir_all(root.join("usr/lib/systemd/system")).unwrap();
+    std::fs::write(
+        root.join("usr/lib/systemd/system/ssh.service"),
+        "[Service]\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\ndev:x:1001:1001::/home/dev:/bin/bash\n",
+    )
+    .unwrap();
+    let md = t.path().join("md1");
+    let dir = edited_metadata(&md, "k8s-node1", &[("  secrets:\n", &users(true))]);
+    let o = run(&[
+        "run",
+        "--root",
+        root.to_str().unwrap(),
+        "--metadata",
+        dir.to_str().unwrap(),
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    // Only the missing account is created; sshd gets host keys and a reload.
+    assert!(
+        out.contains(
+            "skipped: useradd --create-home --shell /bin/bash --comment 'nodebake user' ops"
+        ),
+        "{out}"
+    );
+    assert!(
+        !out.contains("useradd --create-home --shell /bin/bash --comment 'nodebake user' dev"),
+        "{out}"
+    );
+    assert!(out.contains("skipped: ssh-keygen -A"), "{out}");
+    assert!(
+        out.contains("skipped: systemctl try-reload-or-restart ssh.service"),
+        "{out}"
+    );
+    let keys = root.join("etc/ssh/nodebake-authorized-keys");
+    assert_eq!(
+        std::fs::read_to_string(keys.join("ops")).unwrap(),
+        format!("{ops}\n")
+    );
+    assert_eq!(
+        std::fs::read_to_string(keys.join("dev")).unwrap(),
+        format!("{dev}\n")
+    );
+    let mode = |p: &Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+            & 0o7777
+    };
+    assert_eq!(mode(&keys.join("ops")), 0o644);
+    let dropin =
+        std::fs::read_to_string(root.join("etc/ssh/sshd_config.d/50-nodebake.conf")).unwrap();
+    assert!(dropin.contains("AuthorizedKeysFile .ssh/authorized_keys .ssh/authorized_keys2 /etc/ssh/nodebake-authorized-keys/%u\n"), "{dropin}");
+    let sudo = root.join("etc/sudoers.d/nodebake-ops");
+    assert_eq!(
+        std::fs::read_to_string(&sudo).unwrap(),
+        "# written by nodebake-firstboot\nops ALL=(ALL) NOPASSWD: ALL\n"
+    );
+    assert_eq!(mode(&sudo), 0o440);
+    assert!(!root.join("etc/sudoers.d/nodebake-dev").exists());
+    // The real ssh-keygen reads the keys file sshd will read.
+    if let Ok(o) = Command::new("ssh-keygen")
+        .arg("-l")
+        .arg("-f")
+        .arg(keys.join("ops"))
+        .output()
+    {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    // dev leaves the metadata: its keys go, ops stays; nothing else changes.
+    let md2 = t.path().join("md2");
+    let dir2 = edited_metadata(&md2, "k8s-node1", &[("  secrets:\n", &users(false))]);
+    let o = run(&[
+        "run",
+        "--root",
+        root.to_str().unwrap(),
+        "--metadata",
+        dir2.to_str().unwrap(),
+        "--again",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!keys.join("dev").exists());
+    assert!(keys.join("ops").exists() && sudo.exists());
+}

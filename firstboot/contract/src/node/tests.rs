@@ -523,3 +523,63 @@ fn kubeadm_patches_are_checked_and_named() {
     b.kubeadm.patches = vec![patch("etcd", "strategic", probe); 101];
     assert_field(&m, &b, "nodebake.kubeadm.patches", "at most 100");
 }
+
+#[test]
+fn users_are_checked_and_named() {
+    let (m, mut s) = seed("k8s-master1");
+    let key =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGz0b3VjaGVkLWJ5LW5vZGViYWtlLXRlc3Qta2V5 ops@example";
+    let user = |name: &str, keys: &[&str], sudo: bool| UserSettings {
+        name: name.into(),
+        ssh_authorized_keys: keys.iter().map(|k| k.to_string()).collect(),
+        sudo,
+    };
+    s.users = vec![user("ops", &[key], true), user("root", &[key], false)];
+    let c = NodeConfig::from_parts(&m, &s).unwrap();
+    assert_eq!(c.users.len(), 2);
+    assert_eq!(parse_user_data(&render_user_data(&s)).unwrap(), s);
+    for (u, field, why) in [
+        (user("Ops", &[key], false), "name", "not an account name"),
+        (user("9ops", &[key], false), "name", "not an account name"),
+        (user("a/b", &[key], false), "name", "not an account name"),
+        (
+            user(&"a".repeat(33), &[key], false),
+            "name",
+            "not an account name",
+        ),
+        (user("ops", &[key], false), "name", "listed twice"),
+        (user("dev", &[], false), "ssh_authorized_keys", "keys only"),
+        (
+            user(
+                "dev",
+                &["command=\"/bin/sh\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"],
+                false,
+            ),
+            "ssh_authorized_keys[0]",
+            "key type",
+        ),
+        (
+            user("dev", &["ssh-ed25519 not*base64!!!!!!!!!!!"], false),
+            "ssh_authorized_keys[0]",
+            "not base64",
+        ),
+        (
+            user("dev", &["ssh-dss AAAAB3NzaC1kc3MAAACBAP"], false),
+            "ssh_authorized_keys[0]",
+            "key type",
+        ),
+        (
+            user(
+                "dev",
+                &[&format!("{key}\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI")],
+                false,
+            ),
+            "ssh_authorized_keys[0]",
+            "control character",
+        ),
+    ] {
+        let mut b = s.clone();
+        b.users.push(u);
+        assert_field(&m, &b, &format!("nodebake.users[2].{field}"), why);
+    }
+}
