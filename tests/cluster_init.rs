@@ -880,4 +880,12 @@ fn kubeconfig_is_signed_by_the_cluster_ca_for_the_endpoint() {
         String::from_utf8_lossy(&o.stderr).contains("nodes.json"),
         "{o:?}"
     );
+    // With --json the error is JSON on stdout as well.
+    let o = run(Command::new(bin("nodebake"))
+        .args(["--json", "cluster", "kubeconfig"])
+        .arg(t.path().join("nowhere")));
+    assert!(!o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert!(v["error"].as_str().unwrap().contains("nodes.json"), "{v}");
 }

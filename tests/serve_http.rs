@@ -70,7 +70,7 @@ fn start_with(args: &[&str]) -> Serve {
     std::fs::write(image.join("initramfs.cpio.gz"), &initramfs).unwrap();
     std::fs::write(
         image.join("manifest.json"),
-        r#"{"kernel":{"path":"boot/vmlinuz","sha256":"00","cmdline":"console=ttyS0 quiet"}}"#,
+        r#"{"image":{"name":"demo","kubernetes_version":"1.28.7"},"kernel":{"path":"boot/vmlinuz","sha256":"00","cmdline":"console=ttyS0 quiet"}}"#,
     )
     .unwrap();
     let log = tmp.path().join("serve.log");
@@ -197,8 +197,16 @@ fn ipxe_scripts_by_mac_metadata_and_unknown_macs() {
         404
     );
 
+    // An unknown machine gets a script that says why on its console.
     let unknown = get(&s.addr, "/ipxe?mac=de-ad-be-ef-00-01", &[]);
-    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.status, 200);
+    let script = String::from_utf8_lossy(&unknown.body).into_owned();
+    assert!(script.starts_with("#!ipxe\n"), "{script}");
+    assert!(
+        script.contains("MAC de-ad-be-ef-00-01) is not in the inventory of cluster")
+            && script.contains("\nexit 1\n"),
+        "{script}"
+    );
     assert_eq!(
         get(&s.addr, "/nodes/de-ad-be-ef-00-01/user-data", &[]).status,
         404
@@ -207,6 +215,11 @@ fn ipxe_scripts_by_mac_metadata_and_unknown_macs() {
     assert_eq!(get(&s.addr, "/nothing", &[]).status, 404);
 
     let log = s.log();
+    // The image (1.28.7) and the seed inventory (1.20.0) disagree.
+    assert!(
+        log.contains("warning: the image demo was baked with Kubernetes 1.28.7, the metadata of k8s-master1 (1.20.0), k8s-master2 (1.20.0)"),
+        "no version warning:\n{log}"
+    );
     assert!(
         log.contains("unknown MAC de-ad-be-ef-00-01: not in"),
         "no clear log line for the unknown MAC:\n{log}"
@@ -216,7 +229,7 @@ fn ipxe_scripts_by_mac_metadata_and_unknown_macs() {
         "{log}"
     );
     assert!(
-        log.contains("\"GET /ipxe?mac=de-ad-be-ef-00-01\" 404"),
+        log.contains("\"GET /ipxe?mac=de-ad-be-ef-00-01\" 200"),
         "{log}"
     );
     // Access log carries no secret.

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use nodebake::build::{build, BuildOptions, FirstbootSource};
 use nodebake::store::InputStore;
@@ -94,6 +95,19 @@ enum Command {
         /// Image repository [default: kubeadm's for the version].
         #[arg(long)]
         image_repository: Option<String>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell) for nodebake on stdout.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (nodebake.1 and one per subcommand) into DIR.
+    Man {
+        /// Output directory (created if missing).
+        #[arg(long, short)]
+        out: PathBuf,
     },
     /// Cluster inventories: secrets and per-node NoCloud metadata.
     Cluster {
@@ -209,9 +223,19 @@ enum BundleCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = cli.json;
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
+            // With --json the error is JSON on stdout too: scripts read one
+            // stream whatever the outcome.
+            if json {
+                let causes: Vec<String> = e.chain().map(ToString::to_string).collect();
+                println!(
+                    "{}",
+                    serde_json::json!({ "ok": false, "error": format!("{e:#}"), "causes": causes })
+                );
+            }
             eprintln!("nodebake: error: {e:#}");
             ExitCode::FAILURE
         }
@@ -303,6 +327,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 println!("ca-cert-hash: {}", r.ca_cert_hash);
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "nodebake",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { out } => {
+            use clap::CommandFactory;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            clap_mangen::generate_to(Cli::command(), &out)
+                .with_context(|| format!("writing man pages into {}", out.display()))?;
+            eprintln!("nodebake: man pages in {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Cluster {

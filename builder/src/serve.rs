@@ -4,7 +4,8 @@
 //! - `GET /boot.ipxe`: chains to `/ipxe?mac=${mac:hexhyp}`;
 //! - `GET /ipxe?mac=aa-bb-cc-dd-ee-ff`: that machine's iPXE script (kernel,
 //!   initramfs, the image's command line plus
-//!   `ds=nocloud-net;s=<base>/nodes/<mac>/`), 404 for an unknown MAC;
+//!   `ds=nocloud-net;s=<base>/nodes/<mac>/`), for an unknown MAC a script
+//!   that prints why and exits to the next boot device;
 //! - `GET /image/vmlinuz`, `/image/initramfs.cpio.gz`: from `--image`, with
 //!   `Range` support (sent with `sendfile` by `std::io::copy`);
 //! - `GET /nodes/<mac>/{meta-data,user-data,network-config,vendor-data}`.
@@ -86,6 +87,40 @@ pub struct Server {
     state: Arc<State>,
 }
 
+/// A warning when the image was baked for another Kubernetes version than
+/// the cluster's node metadata asks for (kubeadm would then look for
+/// images that are not baked, or refuse the skew).
+fn version_warning(image: &std::path::Path, cluster: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(image.join("manifest.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let baked = v["image"]["kubernetes_version"]
+        .as_str()?
+        .trim_start_matches('v');
+    let name = v["image"]["name"].as_str().unwrap_or("?");
+    let index = NodeIndex::load(cluster).ok()?;
+    let mut other: Vec<String> = Vec::new();
+    for n in &index.nodes {
+        let p = cluster.join("nodes").join(&n.name).join("user-data");
+        let Ok(t) = std::fs::read_to_string(&p) else {
+            continue;
+        };
+        let Ok(s) = nodebake_contract::node::parse_user_data(&t) else {
+            continue;
+        };
+        let wanted = s.kubernetes_version.trim_start_matches('v').to_string();
+        if wanted != baked {
+            other.push(format!("{} ({wanted})", n.name));
+        }
+    }
+    (!other.is_empty()).then(|| {
+        format!(
+            "the image {name} was baked with Kubernetes {baked}, the metadata of {} asks for another \
+             version (kubeadm will look for images that are not baked, or refuse the skew)",
+            other.join(", ")
+        )
+    })
+}
+
 fn image_cmdline(dir: &std::path::Path) -> Result<String> {
     let p = dir.join("manifest.json");
     let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
@@ -110,6 +145,9 @@ impl Server {
                     if !d.join(f).is_file() {
                         bail!("{} has no {f}: build the image first", d.display());
                     }
+                }
+                if let Some(w) = version_warning(d, &opts.cluster_dir) {
+                    eprintln!("nodebake serve: warning: {w}");
                 }
                 image_cmdline(d)?
             }
@@ -483,6 +521,19 @@ fn query_param(query: &str, key: &str) -> Option<String> {
 }
 
 /// `aa-bb-cc-dd-ee-ff`: the MAC as iPXE's `${mac:hexhyp}` writes it.
+/// The iPXE script for a MAC that is not in the inventory: the reason on
+/// the console for 30 s, then `exit 1` (the firmware's next boot device).
+pub fn unknown_mac_script(mac: &str, cluster: &str) -> String {
+    format!(
+        "#!ipxe\n\
+         echo nodebake: this machine (MAC {mac}) is not in the inventory of cluster {cluster}.\n\
+         echo nodebake: add it to the inventory, run nodebake cluster init, then boot it again.\n\
+         echo nodebake: trying the next boot device in 30 s.\n\
+         sleep 30\n\
+         exit 1\n"
+    )
+}
+
 pub fn hexhyp(mac: &str) -> String {
     mac.replace(':', "-")
 }
@@ -571,6 +622,19 @@ fn route(req: &Request, state: &State, local: Option<SocketAddr>) -> (Response, 
                         node_script(&base, &state.cmdline, &n.name, &n.role, &n.ip, &n.mac),
                     ),
                     None,
+                ),
+                // A machine not in the inventory: a script that says why
+                // on its console, then lets the firmware try the next
+                // boot device (a 404 shows only an iPXE error code).
+                Err((resp, log)) if resp.status == 404 => (
+                    Response::text(
+                        200,
+                        unknown_mac_script(
+                            &canonical_mac(&raw).map(|m| hexhyp(&m)).unwrap_or_default(),
+                            &index.cluster,
+                        ),
+                    ),
+                    log,
                 ),
                 Err(r) => r,
             }

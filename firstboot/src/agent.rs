@@ -124,6 +124,9 @@ pub fn load(opts: &RunOptions, live: bool) -> Result<Loaded> {
         eprintln!("nodebake-firstboot: warning: {w}");
     }
     let image = load_image(&opts.root)?;
+    if let Some(w) = image.as_ref().and_then(|i| version_mismatch(i, &node)) {
+        eprintln!("nodebake-firstboot: warning: {w}");
+    }
     let profile = load_profile(&opts.root, &node)?;
     Ok(Loaded {
         metadata,
@@ -131,6 +134,21 @@ pub fn load(opts: &RunOptions, live: bool) -> Result<Loaded> {
         network,
         image,
         profile,
+    })
+}
+
+/// A warning when the image was baked for another Kubernetes version than
+/// the metadata asks for (kubeadm then deploys images that are not baked,
+/// or refuses the version skew).
+pub fn version_mismatch(image: &ImageMetadata, node: &NodeConfig) -> Option<String> {
+    let baked = image.kubernetes_version.trim_start_matches('v');
+    let wanted = node.kubernetes_version.to_string();
+    (!baked.is_empty() && baked != wanted).then(|| {
+        format!(
+            "the image {} was baked with Kubernetes {baked}, the metadata asks for {wanted} \
+             (kubeadm will look for images that are not baked, or refuse the skew)",
+            image.name
+        )
     })
 }
 
@@ -427,7 +445,12 @@ pub fn status(root: &Root) -> Result<String> {
         s += &format!("metadata: {src}\n");
     }
     for st in &j.steps {
-        s += &format!("step {}: {} (at {})\n", st.id, st.result, st.finished_at);
+        s += &format!(
+            "step {}: {} (at {})\n",
+            st.id,
+            st.result,
+            crate::journal::human_time(st.finished_at)
+        );
     }
     let done: Vec<&str> = j.steps.iter().map(|st| st.id.as_str()).collect();
     s += &format!("join: {}\n", join_phase(&done));
@@ -447,6 +470,33 @@ mod tests {
     use std::collections::VecDeque;
     use std::sync::Mutex;
     use std::time::Duration;
+
+    #[test]
+    fn an_image_baked_for_another_kubernetes_version_is_named() {
+        let d = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/metadata/seed-ha/k8s-node1");
+        let node = NodeConfig::from_nocloud(
+            &std::fs::read_to_string(d.join("meta-data")).unwrap(),
+            &std::fs::read_to_string(d.join("user-data")).unwrap(),
+        )
+        .unwrap();
+        let image = |v: &str| -> ImageMetadata {
+            serde_json::from_value(serde_json::json!({
+                "schema_version": 1, "name": "el7-k8s", "version": "1", "arch": "x86_64",
+                "kubernetes_version": v, "base_os": "el7", "images": [], "profiles": [],
+                "cni_manifest": null, "spec_digest": "x"
+            }))
+            .unwrap()
+        };
+        let want = node.kubernetes_version.to_string();
+        assert_eq!(version_mismatch(&image(&want), &node), None);
+        assert_eq!(version_mismatch(&image(&format!("v{want}")), &node), None);
+        let w = version_mismatch(&image("1.28.7"), &node).unwrap();
+        assert!(
+            w.contains("el7-k8s") && w.contains("1.28.7") && w.contains(&want),
+            "{w}"
+        );
+    }
 
     /// A live runner whose endpoint probes answer from a script (true:
     /// the handshake succeeds); anything else is a test failure.

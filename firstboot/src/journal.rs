@@ -52,6 +52,28 @@ pub struct Journal {
     pub completed_at: Option<u64>,
 }
 
+/// `secs` since the epoch as `YYYY-MM-DD HH:MM:SS UTC` (the proleptic
+/// Gregorian calendar; days to civil date as in H. Hinnant's algorithm).
+pub fn human_time(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}
+
 /// Seconds since the epoch.
 pub fn now() -> u64 {
     SystemTime::now()
@@ -120,6 +142,15 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn human_times() {
+        assert_eq!(human_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(human_time(1_700_000_000), "2023-11-14 22:13:20 UTC");
+        assert_eq!(human_time(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(human_time(4_107_542_399), "2100-02-28 23:59:59 UTC");
+        assert_eq!(human_time(4_107_542_400), "2100-03-01 00:00:00 UTC");
+    }
 
     #[test]
     fn records_each_step_once_and_resets_on_new_metadata() {
