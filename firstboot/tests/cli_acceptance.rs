@@ -263,7 +263,10 @@ fn plan_and_dry_run_change_nothing() {
         assert!(o.status.success(), "{s}");
         assert!(s.contains("initialiser"), "{s}");
         assert!(
-            s.contains(" 1. network") && s.contains(" 2. hostname") && s.contains("11. kubelet"),
+            s.contains(" 1. network")
+                && s.contains(" 2. hostname")
+                && s.contains(" 4. users")
+                && s.contains("12. kubelet"),
             "{s}"
         );
         assert!(s.contains("will apply: write /etc/hostname"), "{s}");
