@@ -40,6 +40,17 @@ fn text(o: &std::process::Output) -> String {
     )
 }
 
+/// `reconcile` on `root` succeeds and reports nothing to change.
+fn reconcile_changes_nothing(root: &Path, meta: &Path) {
+    let o = agent(&["reconcile"], root, meta);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("reconciled: nothing to change"),
+        "{}",
+        text(&o)
+    );
+}
+
 fn read(root: &Path, abs: &str) -> String {
     std::fs::read_to_string(root.join(abs.trim_start_matches('/'))).unwrap()
 }
@@ -68,13 +79,7 @@ fn reconcile_converges_hosts_haproxy_and_keepalived_after_membership_changes() {
     assert!(hosts.contains("192.168.147.140 k8s-master3"), "{hosts}");
     assert!(read(&root, "/etc/haproxy/haproxy.cfg").contains("192.168.147.140:6443"));
     assert!(read(&root, "/etc/keepalived/keepalived.conf").contains("192.168.147.140"));
-    let o = agent(&["reconcile"], &root, &meta);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("reconciled: nothing to change"),
-        "{}",
-        text(&o)
-    );
+    reconcile_changes_nothing(&root, &meta);
 
     // k8s-master3 leaves, k8s-node4 joins: same secrets, new metadata.
     let start = seed.find("[[machines]]\nname = \"k8s-master3\"").unwrap();
@@ -145,13 +150,7 @@ fn reconcile_converges_hosts_haproxy_and_keepalived_after_membership_changes() {
 
     // Converged: the second reconcile changes nothing.
     let before = tree_digest(&root);
-    let o = agent(&["reconcile"], &root, &meta);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("reconciled: nothing to change"),
-        "{}",
-        text(&o)
-    );
+    reconcile_changes_nothing(&root, &meta);
     assert_eq!(before, tree_digest(&root));
 
     // Another machine's metadata is refused and changes nothing.
