@@ -1107,6 +1107,16 @@ fn add_firstboot(tree: &mut Tree, blobs: &BlobStore, arch: Arch, bytes: &[u8]) -
     )?;
     let timer = layout::reconcile_timer();
     s.file(layout::RECONCILE_TIMER, &mut timer.as_bytes(), 0o644, 0, 0)?;
+    let state = layout::state_disk_unit();
+    s.file(layout::STATE_DISK_UNIT, &mut state.as_bytes(), 0o644, 0, 0)?;
+    let dropin = layout::kubelet_state_dropin();
+    s.file(
+        layout::KUBELET_STATE_DROPIN,
+        &mut dropin.as_bytes(),
+        0o644,
+        0,
+        0,
+    )?;
     s.dir(layout::ETC_DIR, 0o755, 0, 0)?;
     Ok(())
 }
@@ -1157,6 +1167,7 @@ fn enable_units(
         all.push(layout::FIRSTBOOT_UNIT_NAME.to_string());
         all.push(layout::KEEP_TOKEN_TIMER_NAME.to_string());
         all.push(layout::RECONCILE_TIMER_NAME.to_string());
+        all.push(layout::STATE_DISK_UNIT_NAME.to_string());
     }
     let mut links: BTreeMap<String, String> = BTreeMap::new();
     for u in &all {

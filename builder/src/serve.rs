@@ -550,20 +550,17 @@ fn base_url(req: &Request, state: &State, local: Option<SocketAddr>) -> String {
 }
 
 /// The iPXE script for one node.
-pub fn node_script(
-    base: &str,
-    cmdline: &str,
-    name: &str,
-    role: &str,
-    ip: &str,
-    mac: &str,
-) -> String {
+pub fn node_script(base: &str, cmdline: &str, n: &crate::cluster::NodeIndexEntry) -> String {
+    let (name, role, ip, mac) = (&n.name, &n.role, &n.ip, &n.mac);
     let hyp = hexhyp(mac);
-    let cmdline = if cmdline.is_empty() {
+    let mut cmdline = if cmdline.is_empty() {
         String::new()
     } else {
         format!("{cmdline} ")
     };
+    if let Some(d) = &n.state_disk {
+        cmdline += &format!("{}={d} ", nodebake_contract::state_disk::CMDLINE_PARAM);
+    }
     format!(
         "#!ipxe\n# nodebake: {name} ({role}, {ip}, {mac})\nkernel {base}/image/vmlinuz initrd=initramfs.cpio.gz {cmdline}ds=nocloud-net;s={base}/nodes/{hyp}/\ninitrd {base}/image/initramfs.cpio.gz\nboot\n"
     )
@@ -619,7 +616,7 @@ fn route(req: &Request, state: &State, local: Option<SocketAddr>) -> (Response, 
                 Ok(n) => (
                     Response::text(
                         200,
-                        node_script(&base, &state.cmdline, &n.name, &n.role, &n.ip, &n.mac),
+                        node_script(&base, &state.cmdline, n),
                     ),
                     None,
                 ),

@@ -1,5 +1,5 @@
-//! Command line: `run`, `plan`, `kubeadm-config`, `keep-token`, `status`,
-//! `image-info`.
+//! Command line: `run`, `plan`, `kubeadm-config`, `keep-token`,
+//! `reconcile`, `state-disk`, `status`, `image-info`.
 
 use std::path::PathBuf;
 
@@ -95,6 +95,25 @@ enum Command {
         /// Metadata source (as for `run`).
         #[arg(long)]
         metadata: Option<String>,
+    },
+    /// Mount this node's state disk (PXE nodes): format it when blank,
+    /// mount it and bind-mount /etc/kubernetes, /var/lib/etcd and
+    /// /var/lib/kubelet from it. The device comes from `--device` or the
+    /// kernel command line's `nodebake.state=`; with neither, nothing is
+    /// done. A disk holding anything else is refused, never formatted.
+    StateDisk {
+        /// Root to work under (default: the running system).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// The device (default: `nodebake.state=` from --cmdline).
+        #[arg(long)]
+        device: Option<String>,
+        /// The kernel command line to read.
+        #[arg(long, default_value = "/proc/cmdline")]
+        cmdline: PathBuf,
+        /// How long to wait for the device to appear, in seconds.
+        #[arg(long, default_value_t = 120)]
+        wait_s: u64,
     },
     /// Print the journal: finished steps and the last error.
     Status {
@@ -243,6 +262,43 @@ impl Cli {
                 let mut opts = RunOptions::new(r);
                 opts.metadata = metadata;
                 println!("{}", agent::keep_token(&opts, runner.as_ref())?);
+                Ok(())
+            }
+            Command::StateDisk {
+                root,
+                device,
+                cmdline,
+                wait_s,
+            } => {
+                let device = match device {
+                    Some(d) => d,
+                    None => {
+                        let text = std::fs::read_to_string(&cmdline)
+                            .with_context(|| format!("reading {}", cmdline.display()))?;
+                        match crate::state_disk::device_from_cmdline(&text) {
+                            Some(d) => d,
+                            None => {
+                                println!(
+                                    "no state disk ({}= is not on the kernel command line): kubeadm's state lives on the root",
+                                    nodebake_contract::state_disk::CMDLINE_PARAM
+                                );
+                                return Ok(());
+                            }
+                        }
+                    }
+                };
+                let r = crate::state_disk::setup(
+                    &Root::new(root),
+                    &device,
+                    std::time::Duration::from_secs(wait_s),
+                )?;
+                println!(
+                    "state disk {} {} on {}: {}",
+                    r.device,
+                    if r.formatted { "formatted and mounted" } else { "mounted" },
+                    nodebake_contract::state_disk::MOUNT_POINT,
+                    r.directories.join(", ")
+                );
                 Ok(())
             }
             Command::Status { root } => {

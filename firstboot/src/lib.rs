@@ -23,6 +23,7 @@ pub mod quote;
 pub mod root;
 pub mod runner;
 pub mod stage1;
+pub mod state_disk;
 pub mod step;
 pub mod steps;
 pub mod yaml;

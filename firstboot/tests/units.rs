@@ -80,10 +80,46 @@ fn baked_units_verify_clean_and_the_timers_run_the_agent() {
         &layout::keep_token_timer(),
         0o644,
     );
+    put(
+        root,
+        layout::RECONCILE_UNIT,
+        &layout::reconcile_service(),
+        0o644,
+    );
+    put(
+        root,
+        layout::RECONCILE_TIMER,
+        &layout::reconcile_timer(),
+        0o644,
+    );
+    put(
+        root,
+        layout::STATE_DISK_UNIT,
+        &layout::state_disk_unit(),
+        0o644,
+    );
+    // A kubelet unit as packages ship it, with the baked drop-in.
+    put(root, "/usr/bin/kubelet", "#!/bin/sh\nexit 0\n", 0o755);
+    put(
+        root,
+        "/usr/lib/systemd/system/kubelet.service",
+        "[Unit]\nDescription=kubelet\n\n[Service]\nExecStart=/usr/bin/kubelet\nRestart=always\n\n[Install]\nWantedBy=multi-user.target\n",
+        0o644,
+    );
+    put(
+        root,
+        layout::KUBELET_STATE_DROPIN,
+        &layout::kubelet_state_dropin(),
+        0o644,
+    );
     let units = [
         layout::FIRSTBOOT_UNIT,
         layout::KEEP_TOKEN_UNIT,
         layout::KEEP_TOKEN_TIMER,
+        layout::RECONCILE_UNIT,
+        layout::RECONCILE_TIMER,
+        layout::STATE_DISK_UNIT,
+        "/usr/lib/systemd/system/kubelet.service",
     ];
     let out = verify(root, &units);
     assert!(out.trim().is_empty(), "systemd-analyze verify: {out}");
@@ -116,4 +152,26 @@ fn baked_units_verify_clean_and_the_timers_run_the_agent() {
     );
     assert!(svc.contains(&format!("ConditionPathExists={}\n", layout::FIRSTBOOT_DONE)));
     assert!(layout::reconcile_timer().contains("WantedBy=timers.target"));
+
+    // The state disk: only with `nodebake.state=` on the command line,
+    // before the agent and the kubelet, both of which require it.
+    let state = layout::state_disk_unit();
+    assert!(state.contains("ConditionKernelCommandLine=nodebake.state\n"), "{state}");
+    assert!(
+        state.contains(&format!("ExecStart={} state-disk\n", layout::FIRSTBOOT_BIN)),
+        "{state}"
+    );
+    let fb = layout::firstboot_unit();
+    assert!(fb.contains("Requires=nodebake-state.service\n"), "{fb}");
+    let o = Command::new("systemd-analyze")
+        .arg(format!("--root={}", root.display()))
+        .args(["cat-config", "systemd/system/kubelet.service.d/05-nodebake-state.conf"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("After=nodebake-state.service"),
+        "the drop-in is where systemd reads it: {text} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -79,6 +79,12 @@ pub struct ClusterSettings {
     /// `control_plane_timeout`, `image_pull_policy`, `extra_args`), exactly `nodebake.kubeadm` of the node schema.
     #[serde(default)]
     pub kubeadm: nodebake_contract::node::KubeadmSettings,
+    /// State disk of every machine (`/dev/vdb`, `/dev/disk/by-id/...`):
+    /// PXE nodes keep /etc/kubernetes, /var/lib/etcd and /var/lib/kubelet
+    /// on it across reboots. A machine's own `state_disk` wins; `"none"`
+    /// there keeps it in RAM.
+    #[serde(default)]
+    pub state_disk: Option<String>,
 }
 
 fn default_dns_domain() -> String {
@@ -139,9 +145,22 @@ pub struct Machine {
     /// VRRP priority override (masters).
     #[serde(default)]
     pub vrrp_priority: Option<u32>,
+    /// Overrides `cluster.state_disk`; `"none"`: no state disk (RAM-only
+    /// on PXE: the node starts over on every boot).
+    #[serde(default)]
+    pub state_disk: Option<String>,
 }
 
 impl Machine {
+    /// This machine's state disk: its own `state_disk`, else the
+    /// cluster's; `none` means none.
+    pub fn state_disk<'a>(&'a self, cluster: &'a ClusterSettings) -> Option<&'a str> {
+        match self.state_disk.as_deref().or(cluster.state_disk.as_deref()) {
+            Some("none") | None => None,
+            Some(d) => Some(d),
+        }
+    }
+
     /// The MAC in canonical form (`aa:bb:cc:dd:ee:ff`), if it is one.
     pub fn canonical_mac(&self) -> Option<String> {
         canonical_mac(&self.mac)
@@ -280,6 +299,11 @@ pub fn check(inv: Inventory) -> Result<CheckedInventory, InventoryError> {
             );
         }
     }
+    if let Some(d) = inv.cluster.state_disk.as_deref().filter(|d| *d != "none") {
+        if let Err(e) = nodebake_contract::state_disk::check_device(d) {
+            p.add("cluster.state_disk", e);
+        }
+    }
     let mut cidrs = Vec::new();
     for (field, s) in [
         ("cluster.pod_cidr", &inv.cluster.pod_cidr),
@@ -363,6 +387,11 @@ pub fn check(inv: Inventory) -> Result<CheckedInventory, InventoryError> {
         }
         if m.vrrp_priority.is_some() && m.role != Role::Master {
             p.add(f("vrrp_priority"), "only masters run keepalived");
+        }
+        if let Some(d) = m.state_disk.as_deref().filter(|d| *d != "none") {
+            if let Err(e) = nodebake_contract::state_disk::check_device(d) {
+                p.add(f("state_disk"), format!("{e} (or \"none\")"));
+            }
         }
     }
     let masters = inv

@@ -45,6 +45,9 @@ pub struct NodeIndexEntry {
     pub ip: String,
     /// MAC, `aa:bb:cc:dd:ee:ff`.
     pub mac: String,
+    /// State disk (`nodebake.state=` on the PXE command line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_disk: Option<String>,
 }
 
 /// `DIR/nodes.json`: what `nodebake serve` looks machines up in.
@@ -164,6 +167,9 @@ pub fn init(inventory: &Path, out: &Path, rotate: bool, vfat: bool) -> Result<In
                 .into(),
                 ip: m.ip.clone(),
                 mac: m.canonical_mac().expect("validated"),
+                state_disk: m
+                    .state_disk(&inv.inventory.cluster)
+                    .map(str::to_string),
             })
             .collect(),
     };

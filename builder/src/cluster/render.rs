@@ -99,6 +99,7 @@ pub fn node_settings(inv: &CheckedInventory, s: &ClusterSecrets, m: &Machine) ->
         secrets,
         load_balancer,
         kubeadm: i.cluster.kubeadm.clone(),
+        state_disk: m.state_disk(&i.cluster).map(str::to_string),
     }
 }
 

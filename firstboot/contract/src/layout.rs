@@ -35,6 +35,14 @@ pub const RECONCILE_UNIT: &str = "/usr/lib/systemd/system/nodebake-reconcile.ser
 pub const RECONCILE_TIMER: &str = "/usr/lib/systemd/system/nodebake-reconcile.timer";
 /// Unit name of the reconcile timer (enabled in every image).
 pub const RECONCILE_TIMER_NAME: &str = "nodebake-reconcile.timer";
+/// The state disk service (`nodebake-firstboot state-disk`).
+pub const STATE_DISK_UNIT: &str = "/usr/lib/systemd/system/nodebake-state.service";
+/// Unit name of the state disk service (enabled in every image; it runs
+/// only when the kernel command line names a state disk).
+pub const STATE_DISK_UNIT_NAME: &str = "nodebake-state.service";
+/// The kubelet drop-in that orders the kubelet after the state disk.
+pub const KUBELET_STATE_DROPIN: &str =
+    "/usr/lib/systemd/system/kubelet.service.d/05-nodebake-state.conf";
 /// Operator configuration directory.
 pub const ETC_DIR: &str = "/etc/nodebake";
 /// Local metadata override read when no other source yields.
@@ -58,7 +66,8 @@ pub fn firstboot_unit() -> String {
 Description=nodebake first boot: configure this node and join the cluster
 Documentation=https://github.com/nodebake/nodebake
 Wants=network-online.target
-After=network-online.target containerd.service systemd-hostnamed.service
+Requires={state}
+After=network-online.target containerd.service systemd-hostnamed.service {state}
 ConditionPathExists=!{done}
 
 [Service]
@@ -74,8 +83,49 @@ StandardError=journal+console
 WantedBy=multi-user.target
 ",
         done = FIRSTBOOT_DONE,
-        bin = FIRSTBOOT_BIN
+        bin = FIRSTBOOT_BIN,
+        state = STATE_DISK_UNIT_NAME,
     )
+}
+
+/// The state disk service ([`crate::state_disk`]): on a kernel command
+/// line with `nodebake.state=DEV`, formats DEV when blank, mounts it and
+/// bind-mounts kubeadm's, etcd's and the kubelet's directories from it,
+/// before the first-boot agent and the kubelet start (both require it:
+/// when the disk cannot be used, neither runs, rather than a master
+/// starting over in RAM). Without the parameter the unit is skipped.
+pub fn state_disk_unit() -> String {
+    format!(
+        "[Unit]
+Description=nodebake: mount this node's state disk (kernel command line {param}=)
+Documentation=https://github.com/nodebake/nodebake
+DefaultDependencies=no
+ConditionKernelCommandLine={param}
+Wants=systemd-udev-trigger.service
+After=systemd-udev-trigger.service systemd-remount-fs.service
+Before=local-fs.target {FIRSTBOOT_UNIT_NAME} kubelet.service
+Conflicts=shutdown.target
+Before=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart={FIRSTBOOT_BIN} state-disk
+TimeoutStartSec=10min
+StandardOutput=journal+console
+StandardError=journal+console
+
+[Install]
+WantedBy=local-fs.target
+",
+        param = crate::state_disk::CMDLINE_PARAM,
+    )
+}
+
+/// The kubelet drop-in: a kubelet started before the state disk is
+/// mounted would write its state into RAM under the mount.
+pub fn kubelet_state_dropin() -> String {
+    format!("[Unit]\nRequires={STATE_DISK_UNIT_NAME}\nAfter={STATE_DISK_UNIT_NAME}\n")
 }
 
 /// A oneshot service running `nodebake-firstboot <command>` once first

@@ -16,3 +16,4 @@ pub mod image;
 pub mod layout;
 pub mod node;
 pub mod profile;
+pub mod state_disk;

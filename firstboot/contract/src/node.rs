@@ -70,6 +70,7 @@
 //!     feature_gates: {EtcdLearnerMode: true}  # kubeadm's (1.27/1.28: on by default here)
 //!     patches:                    # kubeadm patches, applied in order (1.22+)
 //!       - { target: etcd, type: strategic, patch: "spec: {...}" }
+//!   state_disk: /dev/vdb          # optional; PXE nodes: keeps kubeadm's state on reboot
 //! ```
 //!
 //! See [`load_balancer`] for the failover trade-off.
@@ -310,6 +311,11 @@ pub struct NodeSettings {
     /// kubeadm choices; defaults when absent.
     #[serde(default, skip_serializing_if = "KubeadmSettings::is_default")]
     pub kubeadm: KubeadmSettings,
+    /// The local disk that keeps `/etc/kubernetes`, `/var/lib/etcd` and
+    /// `/var/lib/kubelet` across reboots of a PXE (RAM-root) node; absent:
+    /// they live in RAM (or on the disk image's root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_disk: Option<String>,
 }
 
 /// A login account: created when missing (home directory, `/bin/bash`,
@@ -631,6 +637,9 @@ pub struct NodeConfig {
     pub load_balancer: LoadBalancer,
     /// kubeadm choices (validated phase names and timeout).
     pub kubeadm: KubeadmSettings,
+    /// The state disk (`/dev/...`) the node must have mounted before it
+    /// touches kubeadm's state; see [`crate::state_disk`].
+    pub state_disk: Option<String>,
     /// Problems that do not stop the node (e.g. an even number of
     /// masters), each naming its field.
     pub warnings: Vec<FieldError>,

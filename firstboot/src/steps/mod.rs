@@ -12,6 +12,7 @@ pub mod load_balancer;
 pub mod modules;
 pub mod network;
 pub mod selinux;
+pub mod state;
 pub mod swap;
 pub mod sysctl;
 pub mod users;
@@ -56,9 +57,14 @@ pub fn reconcile_steps() -> Vec<Box<dyn Step>> {
     ]
 }
 
-/// Every step for `node`: the host steps, then its kubeadm join path.
+/// Every step for `node`: its state disk when it has one, the host steps,
+/// then its kubeadm join path.
 pub fn all_steps(node: &NodeConfig, profile: &RoleProfile) -> Vec<Box<dyn Step>> {
-    let mut s = host_steps();
+    let mut s: Vec<Box<dyn Step>> = Vec::new();
+    if node.state_disk.is_some() {
+        s.push(Box::new(state::StateDisk));
+    }
+    s.extend(host_steps());
     s.extend(kubeadm::join_steps(node, profile));
     s
 }

@@ -382,6 +382,9 @@ pub(super) fn validate(meta: &MetaData, s: &NodeSettings) -> Result<NodeConfig, 
     }
     validate_kubeadm(&mut e, &s.kubeadm, version);
     validate_users(&mut e, &s.users);
+    if let Some(d) = &s.state_disk {
+        e.take(&n("state_disk"), crate::state_disk::check_device(d));
+    }
     let profile = s.profile.clone().unwrap_or_else(|| s.role.clone());
     e.take(&n("profile"), check_simple_name(&profile, "profile name"));
 
@@ -449,6 +452,7 @@ pub(super) fn validate(meta: &MetaData, s: &NodeSettings) -> Result<NodeConfig, 
         secrets,
         load_balancer: lb,
         kubeadm: s.kubeadm.clone(),
+        state_disk: s.state_disk.clone(),
         warnings: warnings.0,
     })
 }

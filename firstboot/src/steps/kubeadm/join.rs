@@ -97,6 +97,24 @@ fn run_with_retries(
     bail!("{what} failed {tries} times; last: {last}")
 }
 
+/// etcd's data directory (kubeadm's default `dataDir`).
+pub const ETCD_DATA_DIR: &str = "/var/lib/etcd";
+
+/// Refuses `what` on a master whose etcd data directory holds a member
+/// while kubeadm's own files are gone (a state disk that kept etcd but
+/// lost /etc/kubernetes, or data restored by hand): `kubeadm init` would
+/// start a second cluster over it, and the reset between attempts would
+/// delete it. The operator decides; nothing is changed.
+fn refuse_over_etcd_data(cx: &Ctx<'_>, what: &str) -> Result<()> {
+    let member = format!("{ETCD_DATA_DIR}/member");
+    if cx.root.exists(&member) {
+        bail!(
+            "{what}: {member} holds an etcd member's data but this node has no kubeadm state              (/etc/kubernetes): refusing to run kubeadm over it (an init would start a second              cluster, a failed attempt's reset would delete the data). Restore /etc/kubernetes              with it, or, if this data may go, remove {ETCD_DATA_DIR}/member (on a PXE node:              wipe its state disk) and run again"
+        );
+    }
+    Ok(())
+}
+
 /// `kubeadm init --config` (+ `--upload-certs` without shared CA material).
 pub struct KubeadmInit;
 
@@ -125,6 +143,7 @@ impl Step for KubeadmInit {
         if !uses_shared_ca(cx.node) {
             args.push("--upload-certs".into());
         }
+        refuse_over_etcd_data(cx, "kubeadm init")?;
         check_baked_images(cx)?;
         run_with_retries(cx, kubeadm(args), "kubeadm init", |_| Ok(()))
     }
@@ -321,6 +340,9 @@ impl Step for KubeadmJoin {
             "--config".into(),
             arg_path(cx, KUBEADM_CONFIG),
         ];
+        if cx.node.role == Role::Master {
+            refuse_over_etcd_data(cx, "kubeadm join --control-plane")?;
+        }
         check_baked_images(cx)?;
         run_with_retries(
             cx,
