@@ -475,6 +475,21 @@ fn validation_names_each_problem() {
             Box::new(|t| t.replace("52:54:00:93:01:43", "52:54:00:93:01")),
             "machines[5].mac: `52:54:00:93:01` is not a MAC address",
         ),
+        (
+            "state disk not a device",
+            Box::new(|t| t.replace("[cluster]\n", "[cluster]\nstate_disk = \"vdb\"\n")),
+            "cluster.state_disk: `vdb` is not a device path",
+        ),
+        (
+            "state disk breaking the command line",
+            Box::new(|t| {
+                t.replace(
+                    "mac = \"52:54:00:93:01:43\"",
+                    "mac = \"52:54:00:93:01:43\"\nstate_disk = \"/dev/vdb quiet\"",
+                )
+            }),
+            "machines[5].state_disk: `/dev/vdb quiet` holds characters a kernel command line cannot carry",
+        ),
     ];
     for (what, edit, want) in cases {
         let (ok, err) = init_edited(edit);

@@ -54,12 +54,20 @@ fn start() -> Serve {
 }
 
 fn start_with(args: &[&str]) -> Serve {
+    start_inventory(args, |t| t)
+}
+
+/// `nodebake serve` for the example inventory as `edit` changes it.
+fn start_inventory(args: &[&str], edit: impl Fn(String) -> String) -> Serve {
     let tmp = tempfile::tempdir().unwrap();
     let cluster = tmp.path().join("cluster");
+    let inventory = tmp.path().join("inventory.toml");
+    let text = std::fs::read_to_string(repo().join("examples/seed-ha-cluster.toml")).unwrap();
+    std::fs::write(&inventory, edit(text)).unwrap();
     run_ok(
         Command::new(bin("nodebake"))
             .args(["cluster", "init"])
-            .arg(repo().join("examples/seed-ha-cluster.toml"))
+            .arg(&inventory)
             .arg("--out")
             .arg(&cluster),
     );
@@ -235,6 +243,42 @@ fn ipxe_scripts_by_mac_metadata_and_unknown_macs() {
     // Access log carries no secret.
     let token = std::fs::read_to_string(s.cluster.join("secrets/bootstrap-token")).unwrap();
     assert!(!log.contains(token.trim()));
+}
+
+/// State disks: the cluster's default on every machine, `none` on one;
+/// each node's iPXE script carries its own on the kernel command line,
+/// where `nodebake-state.service` reads it, and its metadata names it.
+#[test]
+fn state_disks_reach_the_kernel_command_line_and_the_metadata() {
+    let s = start_inventory(&[], |t| {
+        t.replacen(
+            "[cluster]\n",
+            "[cluster]\nstate_disk = \"/dev/disk/by-id/virtio-state0\"\n",
+            1,
+        )
+        .replacen(
+            "name = \"k8s-node1\"\n",
+            "name = \"k8s-node1\"\nstate_disk = \"none\"\n",
+            1,
+        )
+    });
+    let master1 = "52-54-00-93-01-37";
+    let script = text(&get(&s.addr, &format!("/ipxe?mac={master1}"), &[]));
+    assert!(
+        script.contains(
+            "console=ttyS0 quiet nodebake.state=/dev/disk/by-id/virtio-state0 ds=nocloud-net;"
+        ),
+        "{script}"
+    );
+    let ud = text(&get(&s.addr, &format!("/nodes/{master1}/user-data"), &[]));
+    assert!(
+        ud.contains("state_disk: /dev/disk/by-id/virtio-state0"),
+        "{ud}"
+    );
+    let script = text(&get(&s.addr, &format!("/ipxe?mac={NODE1_MAC}"), &[]));
+    assert!(!script.contains("nodebake.state"), "{script}");
+    let ud = text(&get(&s.addr, &format!("/nodes/{NODE1_MAC}/user-data"), &[]));
+    assert!(!ud.contains("state_disk"), "{ud}");
 }
 
 #[test]

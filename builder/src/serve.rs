@@ -614,10 +614,7 @@ fn route(req: &Request, state: &State, local: Option<SocketAddr>) -> (Response, 
             };
             match lookup(&raw) {
                 Ok(n) => (
-                    Response::text(
-                        200,
-                        node_script(&base, &state.cmdline, n),
-                    ),
+                    Response::text(200, node_script(&base, &state.cmdline, n)),
                     None,
                 ),
                 // A machine not in the inventory: a script that says why

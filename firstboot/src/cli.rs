@@ -295,7 +295,11 @@ impl Cli {
                 println!(
                     "state disk {} {} on {}: {}",
                     r.device,
-                    if r.formatted { "formatted and mounted" } else { "mounted" },
+                    if r.formatted {
+                        "formatted and mounted"
+                    } else {
+                        "mounted"
+                    },
                     nodebake_contract::state_disk::MOUNT_POINT,
                     r.directories.join(", ")
                 );

@@ -177,7 +177,9 @@ fn probe(dev: &Path) -> Result<Probe> {
             let text = String::from_utf8_lossy(&o.stdout);
             let what: Vec<&str> = text
                 .lines()
-                .filter(|l| l.starts_with("TYPE=") || l.starts_with("PTTYPE=") || l.starts_with("LABEL="))
+                .filter(|l| {
+                    l.starts_with("TYPE=") || l.starts_with("PTTYPE=") || l.starts_with("LABEL=")
+                })
                 .collect();
             return Ok(Probe::Foreign(if what.is_empty() {
                 "a signature blkid recognises".into()

@@ -232,7 +232,12 @@ fn a_blank_disk_is_formatted_once_and_etcd_comes_back_as_the_same_member() {
     let o = state_disk(&root, &disk.dev);
     assert!(o.status.success(), "{}", text(&o));
     assert!(!String::from_utf8_lossy(&o.stdout).contains("formatted"));
-    assert_eq!(mounts_under(&root).len(), before, "{:?}", mounts_under(&root));
+    assert_eq!(
+        mounts_under(&root).len(),
+        before,
+        "{:?}",
+        mounts_under(&root)
+    );
 
     // etcd writes its member into /var/lib/etcd.
     let (client, peer) = (free_port(), free_port());
@@ -289,7 +294,11 @@ fn a_disk_holding_anything_else_is_refused_untouched() {
     let root = t.path().join("root");
     fresh_root(&root);
     for (name, mkfs, want) in [
-        ("ext4.img", vec!["mkfs.ext4", "-q", "-L", "data"], "labelled `data`"),
+        (
+            "ext4.img",
+            vec!["mkfs.ext4", "-q", "-L", "data"],
+            "labelled `data`",
+        ),
         ("vfat.img", vec!["mkfs.vfat", "-n", "BOOT"], "TYPE=vfat"),
     ] {
         let disk = Loop::new(t.path(), name, &root);
@@ -329,5 +338,93 @@ fn a_disk_holding_anything_else_is_refused_untouched() {
         String::from_utf8_lossy(&o.stderr).contains("not a device path"),
         "{}",
         text(&o)
+    );
+}
+
+/// k8s-master1's fixture metadata in `dir`, with `extra` appended to its
+/// `nodebake` settings.
+fn metadata(dir: &Path, extra: &str) -> String {
+    let src = common::fixture("k8s-master1");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(src.join("meta-data"), dir.join("meta-data")).unwrap();
+    let mut ud = std::fs::read_to_string(src.join("user-data")).unwrap();
+    ud += extra;
+    std::fs::write(dir.join("user-data"), ud).unwrap();
+    dir.display().to_string()
+}
+
+#[test]
+fn the_agent_stops_without_its_state_disk_and_never_runs_kubeadm_over_etcd_data() {
+    use nodebake_firstboot::agent::{self, RunOptions};
+    use nodebake_firstboot::root::Root;
+    use nodebake_firstboot::runner::{RecordingRunner, Runner};
+
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let md = metadata(&t.path().join("md"), "  state_disk: /dev/vdb\n");
+    let opts = || {
+        let mut o = RunOptions::new(Root::new(&root));
+        o.metadata = Some(md.clone());
+        o
+    };
+
+    // The metadata names a state disk nobody mounted: the first step
+    // stops the run, before any change to the node.
+    let runner = RecordingRunner::default();
+    let err = format!("{:#}", agent::run(&opts(), &runner).unwrap_err());
+    assert!(
+        err.contains("step state-disk") && err.contains("state disk /dev/vdb is not mounted"),
+        "{err}"
+    );
+    assert!(runner.skipped().is_empty(), "{:?}", runner.skipped());
+    assert!(
+        !root.join("etc").exists(),
+        "nothing written before the disk"
+    );
+
+    // Mounted, but another disk than the metadata says.
+    let put_marker = |dev: &str| {
+        std::fs::create_dir_all(root.join("run/nodebake")).unwrap();
+        std::fs::write(
+            root.join("run/nodebake/state-disk.json"),
+            format!(
+                r#"{{"device":"{dev}","formatted":false,"directories":["/etc/kubernetes","/var/lib/etcd","/var/lib/kubelet"]}}"#
+            ),
+        )
+        .unwrap();
+    };
+    put_marker("/dev/vdc");
+    let err = format!(
+        "{:#}",
+        agent::run(&opts(), &RecordingRunner::default()).unwrap_err()
+    );
+    assert!(
+        err.contains("/dev/vdc is mounted") && err.contains("state_disk is /dev/vdb"),
+        "{err}"
+    );
+
+    // The right disk, holding etcd's data but not kubeadm's files (lost,
+    // or restored by hand): the agent prepares the host but refuses
+    // kubeadm init — a second cluster, and the reset between attempts
+    // would delete the data.
+    put_marker("/dev/vdb");
+    std::fs::create_dir_all(root.join("var/lib/etcd/member/snap")).unwrap();
+    std::fs::write(root.join("var/lib/etcd/member/snap/db"), "etcd data").unwrap();
+    let runner = RecordingRunner::default();
+    let err = format!("{:#}", agent::run(&opts(), &runner).unwrap_err());
+    assert!(
+        err.contains("step kubeadm-init")
+            && err.contains("/var/lib/etcd/member holds an etcd member's data"),
+        "{err}"
+    );
+    assert!(
+        !runner.skipped().iter().any(|c| c.starts_with("kubeadm ")),
+        "no kubeadm command ran: {:?}",
+        runner.skipped()
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("var/lib/etcd/member/snap/db")).unwrap(),
+        "etcd data"
     );
 }

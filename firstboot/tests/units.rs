@@ -156,7 +156,10 @@ fn baked_units_verify_clean_and_the_timers_run_the_agent() {
     // The state disk: only with `nodebake.state=` on the command line,
     // before the agent and the kubelet, both of which require it.
     let state = layout::state_disk_unit();
-    assert!(state.contains("ConditionKernelCommandLine=nodebake.state\n"), "{state}");
+    assert!(
+        state.contains("ConditionKernelCommandLine=nodebake.state\n"),
+        "{state}"
+    );
     assert!(
         state.contains(&format!("ExecStart={} state-disk\n", layout::FIRSTBOOT_BIN)),
         "{state}"
@@ -165,7 +168,10 @@ fn baked_units_verify_clean_and_the_timers_run_the_agent() {
     assert!(fb.contains("Requires=nodebake-state.service\n"), "{fb}");
     let o = Command::new("systemd-analyze")
         .arg(format!("--root={}", root.display()))
-        .args(["cat-config", "systemd/system/kubelet.service.d/05-nodebake-state.conf"])
+        .args([
+            "cat-config",
+            "systemd/system/kubelet.service.d/05-nodebake-state.conf",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&o.stdout);

@@ -167,9 +167,7 @@ pub fn init(inventory: &Path, out: &Path, rotate: bool, vfat: bool) -> Result<In
                 .into(),
                 ip: m.ip.clone(),
                 mac: m.canonical_mac().expect("validated"),
-                state_disk: m
-                    .state_disk(&inv.inventory.cluster)
-                    .map(str::to_string),
+                state_disk: m.state_disk(&inv.inventory.cluster).map(str::to_string),
             })
             .collect(),
     };

@@ -71,10 +71,22 @@ mod tests {
 
     #[test]
     fn device_paths_are_checked() {
-        for ok in ["/dev/vdb", "/dev/disk/by-id/virtio-state0", "/dev/disk/by-path/pci-0000:00:05.0"] {
+        for ok in [
+            "/dev/vdb",
+            "/dev/disk/by-id/virtio-state0",
+            "/dev/disk/by-path/pci-0000:00:05.0",
+        ] {
             assert_eq!(check_device(ok), Ok(()), "{ok}");
         }
-        for bad in ["vdb", "/dev/", "/dev/vdb with space", "/dev/../etc/passwd", "/dev/\"x\"", "/mnt/x", "/dev/vdb/"] {
+        for bad in [
+            "vdb",
+            "/dev/",
+            "/dev/vdb with space",
+            "/dev/../etc/passwd",
+            "/dev/\"x\"",
+            "/mnt/x",
+            "/dev/vdb/",
+        ] {
             assert!(check_device(bad).is_err(), "{bad}");
         }
     }
