@@ -37,8 +37,8 @@ pub fn device_from_cmdline(cmdline: &str) -> Option<String> {
     let key = format!("{}=", contract::CMDLINE_PARAM);
     cmdline
         .split_whitespace()
-        .filter_map(|w| w.strip_prefix(&key))
-        .last()
+        .rev()
+        .find_map(|w| w.strip_prefix(&key))
         .map(str::to_string)
 }
 
