@@ -22,7 +22,7 @@ CACHE=${NODEBAKE_DEMO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nodebake/demo}
 SUITE=bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 NODE_PKGS="containerd runc containernetworking-plugins keepalived haproxy kubernetes-client etcd-client"
-BASE_PKGS="systemd,systemd-sysv,dbus,udev,kmod,iproute2,iptables,ipset,conntrack,ethtool,socat,ca-certificates,chrony,procps,util-linux"
+BASE_PKGS="systemd,systemd-sysv,dbus,udev,kmod,iproute2,iptables,ipset,conntrack,ethtool,socat,ca-certificates,chrony,procps,util-linux,openssh-server,sudo"
 export NODEBAKE_DEMO_CACHE=$CACHE
 
 log() { echo "demo: $*" >&2; }
@@ -64,7 +64,10 @@ build_binaries() {
 
 make_base() {
   local tarball=$CACHE/debian-$SUITE-amd64.tar.gz
-  [ -f "$tarball" ] && return 0
+  # The package lists the base was made from travel next to it: a cache
+  # made before a package was added is made again.
+  local made_from="base=$BASE_PKGS node=$NODE_PKGS"
+  [ -f "$tarball" ] && [ "$(cat "$tarball.pkgs" 2>/dev/null)" = "$made_from" ] && return 0
   need_root "debootstrap"
   local work; work=$(mktemp -d "$CACHE/.base-XXXXXX")
   # The base carries the node packages' dependencies but not the packages
@@ -79,9 +82,14 @@ make_base() {
   debootstrap --variant=minbase --include="$extra" "$SUITE" "$work/root" "$MIRROR" >"$work/debootstrap.log" 2>&1 || {
     tail -20 "$work/debootstrap.log" >&2; exit 1; }
   rm -rf "$work/root/var/cache/apt/archives/"*.deb "$work/root/var/lib/apt/lists/"* "$work/root/var/log/"*
+  # openssh-server's postinst made host keys: every node of the image
+  # would share them. Each node makes its own at first start of sshd
+  # (images/demo.toml: ssh.service drop-in running ssh-keygen -A).
+  rm -f "$work/root/etc/ssh/ssh_host_"*
   : >"$work/root/etc/machine-id"
   tar --sort=name --numeric-owner --mtime=@1700000000 --clamp-mtime -C "$work/root" -cf - . | gzip -n -6 >"$work/base.tar.gz"
   mv "$work/base.tar.gz" "$tarball"
+  echo "$made_from" >"$tarball.pkgs"
   rm -rf "$work"
 }
 

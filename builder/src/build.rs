@@ -1184,7 +1184,7 @@ fn enable_units(
                 _ => None,
             }
         });
-        let (path, _real, id) = found.ok_or_else(|| {
+        let (path, real, id) = found.ok_or_else(|| {
             anyhow!(
                 "systemd: field `enable`: unit `{u}` not found in {}",
                 UNIT_DIRS.join(", ")
@@ -1203,6 +1203,11 @@ fn enable_units(
                     "Alias" => format!("/etc/systemd/system/{target}"),
                     _ => continue,
                 };
+                // Already enabled (e.g. by a package's postinst in the
+                // base), through any path that leads to the same unit.
+                if tree.lookup(&link).is_some_and(|(r, _)| r == real) {
+                    continue;
+                }
                 links.insert(link, path.clone());
             }
         }
@@ -1350,6 +1355,50 @@ fn write_archives(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A unit a package's postinst already enabled in the base (its link
+    /// through `/lib`, merged into `/usr/lib`) is enabled, not refused as
+    /// a conflicting link; a unit nobody enabled gets its link.
+    #[test]
+    fn enabling_what_the_base_enabled_adds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::new(dir.path()).unwrap();
+        let mut tree = Tree::new();
+        let unit = "[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n";
+        let mut s = Sink::new(&mut tree, &blobs, Arch::X86_64, "base", None);
+        s.symlink("/lib", "usr/lib", 0, 0).unwrap();
+        for u in ["ssh.service", "other.service"] {
+            s.file(
+                &format!("/usr/lib/systemd/system/{u}"),
+                &mut unit.as_bytes(),
+                0o644,
+                0,
+                0,
+            )
+            .unwrap();
+        }
+        let link = "/etc/systemd/system/multi-user.target.wants/ssh.service";
+        s.symlink(link, "/lib/systemd/system/ssh.service", 0, 0)
+            .unwrap();
+        enable_units(
+            &mut tree,
+            &blobs,
+            &["ssh.service".into(), "other.service".into()],
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            tree.get(link).map(|e| e.kind.clone()),
+            Some(Kind::Symlink("/lib/systemd/system/ssh.service".into()))
+        );
+        assert_eq!(
+            tree.get("/etc/systemd/system/multi-user.target.wants/other.service")
+                .map(|e| e.kind.clone()),
+            Some(Kind::Symlink(
+                "/usr/lib/systemd/system/other.service".into()
+            ))
+        );
+    }
 
     #[test]
     fn install_section_parsing() {

@@ -369,6 +369,33 @@ fn initialiser_inits_applies_cni_waits_ready_and_keeps_the_token() {
     keep(&r3);
     assert_eq!(count(&r3.calls(), &["token", "create", "--config"]), 2);
     assert!(state.join("tokens.json").exists());
+
+    // 30 days on: the token expired and its Secret is still there (the
+    // token cleaner has not run yet). kubeadm refuses to create an id that
+    // exists, so it is deleted first, then created again with a fresh TTL.
+    let t = std::fs::read_to_string(state.join("tokens.json")).unwrap();
+    std::fs::write(
+        state.join("tokens.json"),
+        t.replace("\"ttl\"", "\"expired\": true, \"ttl\""),
+    )
+    .unwrap();
+    keep(&r3);
+    let calls = r3.calls();
+    assert_eq!(
+        count(&calls, &["token", "delete", "abcdef"]),
+        1,
+        "{calls:?}"
+    );
+    assert_eq!(
+        count(&calls, &["token", "create", "--config"]),
+        3,
+        "{calls:?}"
+    );
+    let t = std::fs::read_to_string(state.join("tokens.json")).unwrap();
+    assert!(
+        t.contains("abcdef.0123456789abcdef") && !t.contains("expired"),
+        "{t}"
+    );
 }
 
 /// CA material as the metadata carries it, made by openssl in `dir`.

@@ -147,6 +147,8 @@ log "image built in $(echo "$(date +%s.%N) - $T_BUILD" | bc) s ($(du -h "$WORK/i
 #    cannot be had here, so the coredns addon phase is skipped), pull
 #    policy Never (every image is baked; kubeadm 1.28's preflight would
 #    still pull CoreDNS's), and timings for TCG guests on two cores.
+rm -f "$WORK/ops_key" "$WORK/ops_key.pub"
+ssh-keygen -q -t ed25519 -N '' -C ops@e2e-real -f "$WORK/ops_key" || fail "ssh-keygen"
 declare -A SEED_IP=([k8s-master1]=137 [k8s-master2]=139 [k8s-master3]=140 [k8s-node1]=141 [k8s-node2]=142 [k8s-node3]=143)
 NODES=()
 for i in 1 2 3; do [ "$i" -le "$MASTERS" ] && NODES+=("k8s-master$i"); done
@@ -178,6 +180,8 @@ for i in 1 2 3; do [ "$i" -le "$WORKERS" ] && NODES+=("k8s-node$i"); done
   for c in etcd kube-apiserver; do
     printf '\n[[cluster.kubeadm.patches]]\ntarget = "%s"\npatch = """\nspec:\n  containers:\n  - name: %s\n    livenessProbe: {failureThreshold: 30}\n    startupProbe: {failureThreshold: 60}\n"""\n' "$c" "$c"
   done
+  # A login account (sshd is in the demo image): key only, with sudo.
+  printf '\n[[cluster.users]]\nname = "ops"\nssh_authorized_keys = ["%s"]\nsudo = true\n' "$(cat "$WORK/ops_key.pub")"
   printf '\n[load_balancer]\nconnect_timeout_ms = 5000\nbackend_inter_ms = 6000\nbackend_fall = 3\ncheck_interval_s = 5\ncheck_fall = 2\n'
   for n in "${NODES[@]}"; do
     role=worker; case $n in k8s-master*) role=master;; esac
@@ -368,6 +372,16 @@ until [ "$(kc get pod nbe2e-on-worker -o jsonpath='{.status.phase}' 2>/dev/null)
   sleep 5
 done
 log "a pod pinned to $WORKER runs (IP $(kc get pod nbe2e-on-worker -o jsonpath='{.status.podIP}'))"
+# Into the nodes: the inventory's account over the image's sshd, its
+# sudo rule, and host keys made by each node (none baked into the image).
+SSH=(ip netns exec "$NS" ssh -i "$WORK/ops_key" -o BatchMode=yes -o StrictHostKeyChecking=no
+  -o UserKnownHostsFile=/dev/null -o ConnectTimeout=30 -o LogLevel=ERROR)
+out=$("${SSH[@]}" "ops@$(ip_of k8s-master1)" sudo -n kubectl --kubeconfig /etc/kubernetes/admin.conf get node k8s-master1 -o name 2>&1 | tail -1)
+want "ssh ops@k8s-master1 sudo kubectl get node" "$out" "node/k8s-master1"
+out=$("${SSH[@]}" "ops@$(ip_of "$WORKER")" hostname 2>&1 | tail -1)
+want "ssh ops@$WORKER hostname" "$out" "$WORKER"
+keys=$(for n in k8s-master1 "$WORKER"; do ip netns exec "$NS" ssh-keyscan -T 20 -t ed25519 "$(ip_of "$n")" 2>/dev/null | awk '{print $3}'; done | sort -u | grep -c . || true)
+want "distinct ed25519 host keys (k8s-master1, $WORKER)" "$keys" 2
 [ $errors = 0 ] || fail "$errors cluster check(s) failed"
 boot_to_ready=$(printf '%s\n' "${READY_AT[@]}" | sort -n | tail -1)
 
@@ -401,12 +415,28 @@ if [ "$MASTERS" -ge 3 ]; then
   log "$holder rebuilt and Ready in $rebuild_master s; etcd has $MASTERS healthy members again"
 fi
 
-# 8. Rebuild the worker.
+# 8. Thirty days on: the pre-generated bootstrap token (24 h TTL) has long
+#    expired. Expire it now, run what the baked timer runs on a master,
+#    and rebuild the worker with its original metadata: it joins only if
+#    keep-token made the token valid again (the expired Secret, if the
+#    token cleaner has not removed it yet, is deleted first).
+TOKEN_ID=$(cut -d. -f1 "$S/bootstrap-token")
+kc -n kube-system patch secret "bootstrap-token-$TOKEN_ID" --type merge \
+  -p '{"stringData":{"expiration":"2000-01-01T00:00:00Z"}}' >/dev/null || fail "could not expire the bootstrap token"
+want "keep-token timer on k8s-master1" "$("${SSH[@]}" "ops@$(ip_of k8s-master1)" systemctl is-active nodebake-keep-token.timer 2>&1 | tail -1)" active
+"${SSH[@]}" "ops@$(ip_of k8s-master1)" sudo -n systemctl start nodebake-keep-token.service >"$WORK/keep-token.log" 2>&1 \
+  || { cat "$WORK/keep-token.log"; "${SSH[@]}" "ops@$(ip_of k8s-master1)" sudo -n journalctl -u nodebake-keep-token.service --no-pager | tail -20; fail "nodebake-keep-token.service failed"; }
+exp=$(kc -n kube-system get secret "bootstrap-token-$TOKEN_ID" -o jsonpath='{.data.expiration}' | base64 -d)
+[ -n "$exp" ] && [ "$(date -d "$exp" +%s)" -gt "$(date +%s)" ] || fail "the bootstrap token was not made valid again (expiration '$exp')"
+log "bootstrap token expired and re-created by nodebake-keep-token.service (expires $exp)"
+[ $errors = 0 ] || fail "$errors token check(s) failed"
+
+# 9. Rebuild the worker.
 rebuild "$WORKER"
 rebuild_worker=$REBUILT_S
 log "$WORKER rebuilt and Ready in $rebuild_worker s"
 
-# 9. The final state.
+# 10. The final state.
 r=$(readiness)
 ready=$(grep -c '=True$' <<<"$r" || true)
 total=$(grep -c '=' <<<"$r" || true)

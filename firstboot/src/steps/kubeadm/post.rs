@@ -227,31 +227,64 @@ fn token_file(cx: &Ctx<'_>) -> Result<FileSpec> {
     })
 }
 
-/// Whether `kubeadm token list` output shows a valid token with `id`.
-pub fn token_listed(list: &str, id: &str) -> bool {
-    list.lines().any(|l| {
-        let first = l.split_whitespace().next().unwrap_or("");
-        first.split('.').next() == Some(id) && first.contains('.') && !l.contains("<invalid>")
-    })
+/// What `kubeadm token list` shows for the token with `id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenState {
+    /// Listed with a TTL left.
+    Valid,
+    /// Listed with TTL `<invalid>`: expired, its Secret not yet removed by
+    /// the controller-manager's token cleaner (`kubeadm token create`
+    /// refuses an id whose Secret exists).
+    Expired,
+    /// Not listed.
+    Absent,
 }
 
-fn token_present(cx: &Ctx<'_>) -> Result<Option<bool>> {
-    let id = cx
-        .node
+/// The state of the token with `id` in `kubeadm token list` output.
+pub fn token_state(list: &str, id: &str) -> TokenState {
+    let mut state = TokenState::Absent;
+    for l in list.lines() {
+        let first = l.split_whitespace().next().unwrap_or("");
+        if first.contains('.') && first.split('.').next() == Some(id) {
+            if l.contains("<invalid>") {
+                state = TokenState::Expired;
+            } else {
+                return TokenState::Valid;
+            }
+        }
+    }
+    state
+}
+
+/// Whether `kubeadm token list` output shows a valid token with `id`.
+pub fn token_listed(list: &str, id: &str) -> bool {
+    token_state(list, id) == TokenState::Valid
+}
+
+fn token_id(cx: &Ctx<'_>) -> String {
+    cx.node
         .secrets
         .bootstrap_token
         .expose()
         .split('.')
         .next()
         .unwrap_or_default()
-        .to_string();
+        .to_string()
+}
+
+fn token_list(cx: &Ctx<'_>) -> Result<Option<TokenState>> {
+    let id = token_id(cx);
     let list = cx.run(kubeadm([
         "token".to_string(),
         "list".into(),
         "--kubeconfig".into(),
         arg_path(cx, ADMIN_CONF),
     ]))?;
-    Ok(ran(list).map(|out| token_listed(&out, &id)))
+    Ok(ran(list).map(|out| token_state(&out, &id)))
+}
+
+fn token_present(cx: &Ctx<'_>) -> Result<Option<bool>> {
+    Ok(token_list(cx)?.map(|s| s == TokenState::Valid))
 }
 
 impl Step for BootstrapToken {
@@ -301,8 +334,23 @@ impl Step for BootstrapToken {
 }
 
 fn ensure_token(cx: &mut Ctx<'_>) -> Result<()> {
-    if token_present(cx)? == Some(true) {
-        return Ok(());
+    match token_list(cx)? {
+        Some(TokenState::Valid) => return Ok(()),
+        Some(TokenState::Expired) => {
+            // Expired but still stored: `token create` would refuse the id.
+            eprintln!(
+                "nodebake-firstboot: the pre-generated bootstrap token expired; deleting it to \
+                 create it again"
+            );
+            cx.run(kubeadm([
+                "token".to_string(),
+                "delete".into(),
+                token_id(cx),
+                "--kubeconfig".into(),
+                arg_path(cx, ADMIN_CONF),
+            ]))?;
+        }
+        _ => {}
     }
     eprintln!("nodebake-firstboot: re-creating the pre-generated bootstrap token");
     cx.run(kubeadm([
@@ -328,6 +376,9 @@ mod tests {
         assert!(token_listed(out, "abcdef"));
         assert!(!token_listed(out, "zzzzzz"));
         assert!(!token_listed(out, "qqqqqq"));
+        assert_eq!(token_state(out, "abcdef"), TokenState::Valid);
+        assert_eq!(token_state(out, "zzzzzz"), TokenState::Expired);
+        assert_eq!(token_state(out, "qqqqqq"), TokenState::Absent);
         assert!(!token_listed("TOKEN TTL\n", "TOKEN"));
     }
 }
