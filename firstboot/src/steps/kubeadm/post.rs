@@ -256,11 +256,6 @@ pub fn token_state(list: &str, id: &str) -> TokenState {
     state
 }
 
-/// Whether `kubeadm token list` output shows a valid token with `id`.
-pub fn token_listed(list: &str, id: &str) -> bool {
-    token_state(list, id) == TokenState::Valid
-}
-
 fn token_id(cx: &Ctx<'_>) -> String {
     cx.node
         .secrets
@@ -373,9 +368,6 @@ mod tests {
         let out = "TOKEN                     TTL         EXPIRES                USAGES                   DESCRIPTION   EXTRA GROUPS\n\
                    abcdef.0123456789abcdef   23h         2026-01-02T00:00:00Z   authentication,signing   x             system:bootstrappers:kubeadm:default-node-token\n\
                    zzzzzz.0123456789abcdef   <invalid>   2020-01-02T00:00:00Z   authentication,signing   x             g\n";
-        assert!(token_listed(out, "abcdef"));
-        assert!(!token_listed(out, "zzzzzz"));
-        assert!(!token_listed(out, "qqqqqq"));
         assert_eq!(token_state(out, "abcdef"), TokenState::Valid);
         assert_eq!(token_state(out, "zzzzzz"), TokenState::Expired);
         assert_eq!(token_state(out, "qqqqqq"), TokenState::Absent);
