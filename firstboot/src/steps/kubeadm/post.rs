@@ -371,6 +371,6 @@ mod tests {
         assert_eq!(token_state(out, "abcdef"), TokenState::Valid);
         assert_eq!(token_state(out, "zzzzzz"), TokenState::Expired);
         assert_eq!(token_state(out, "qqqqqq"), TokenState::Absent);
-        assert!(!token_listed("TOKEN TTL\n", "TOKEN"));
+        assert_eq!(token_state("TOKEN TTL\n", "TOKEN"), TokenState::Absent);
     }
 }
