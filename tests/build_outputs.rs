@@ -304,6 +304,29 @@ fn two_builds_are_byte_identical_and_real_tools_read_them() {
         s.contains("Test EL 9.9") && s.contains("master, worker") && s.contains("rootfs.tar.gz"),
         "{s}"
     );
+    // --json: data, not sentences.
+    let j: serde_json::Value = serde_json::from_str(&run_ok(
+        Command::new(bin("nodebake"))
+            .args(["--json", "inspect"])
+            .arg(&b),
+    ))
+    .unwrap();
+    assert!(j["name"].is_string() && j["version"].is_string(), "{j}");
+    let outputs = j["outputs"].as_array().unwrap();
+    assert!(
+        outputs
+            .iter()
+            .any(|o| o["name"] == "rootfs.tar.gz" && o["size_bytes"].as_u64().unwrap_or(0) > 0),
+        "{j}"
+    );
+    assert!(j["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p == "master"));
+    for p in j["key_packages"].as_array().unwrap() {
+        assert!(p["name"].is_string() && p["version"].is_string(), "{p}");
+    }
 }
 
 #[test]

@@ -102,6 +102,7 @@ fn start_inventory(args: &[&str], edit: impl Fn(String) -> String) -> Serve {
         .rsplit("http://")
         .next()
         .unwrap_or_default()
+        .trim_end_matches(['"', '}'])
         .to_string();
     let mut s = Serve {
         child,
@@ -279,6 +280,42 @@ fn state_disks_reach_the_kernel_command_line_and_the_metadata() {
     assert!(!script.contains("nodebake.state"), "{script}");
     let ud = text(&get(&s.addr, &format!("/nodes/{NODE1_MAC}/user-data"), &[]));
     assert!(!ud.contains("state_disk"), "{ud}");
+}
+
+/// `--json`: the address as a JSON line on stdout, and every request,
+/// note and warning a JSON line on stderr (what clients send stays data:
+/// a newline in a target cannot forge a line).
+#[test]
+fn json_mode_logs_json_lines() {
+    let s = start_with(&["--json"]);
+    assert_eq!(get(&s.addr, "/boot.ipxe", &[]).status, 200);
+    assert_eq!(get(&s.addr, "/ipxe?mac=nonsense%0aX", &[]).status, 400);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let lines = loop {
+        let log = s.log();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}\n{log}"))
+            })
+            .collect();
+        if lines.iter().filter(|v| v["event"] == "request").count() >= 2 {
+            break lines;
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let boot = lines
+        .iter()
+        .find(|v| v["event"] == "request" && v["target"] == "/boot.ipxe")
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(boot["method"], "GET");
+    assert_eq!(boot["status"], 200);
+    assert!(boot["bytes"].as_u64().unwrap() > 0, "{boot}");
+    assert!(boot["ms"].is_u64(), "{boot}");
+    assert!(lines
+        .iter()
+        .any(|v| v["event"] == "note" && v["note"].as_str().unwrap_or("").contains("bad MAC")));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use nodebake::build::{build, BuildOptions, FirstbootSource};
 use nodebake::store::InputStore;
@@ -331,6 +331,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Completions { shell } => {
             use clap::CommandFactory;
+            if cli.json {
+                bail!("--json does not apply to `completions`: its output is a {shell} script");
+            }
             clap_complete::generate(
                 shell,
                 &mut Cli::command(),
@@ -344,7 +347,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             clap_mangen::generate_to(Cli::command(), &out)
                 .with_context(|| format!("writing man pages into {}", out.display()))?;
-            eprintln!("nodebake: man pages in {}", out.display());
+            if cli.json {
+                let mut pages: Vec<String> = std::fs::read_dir(&out)?
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("nodebake") && n.ends_with(".1"))
+                    .collect();
+                pages.sort();
+                println!(
+                    "{}",
+                    serde_json::json!({ "ok": true, "out": out, "pages": pages })
+                );
+            } else {
+                eprintln!("nodebake: man pages in {}", out.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Cluster {
@@ -368,7 +384,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match out {
                 Some(p) => {
                     nodebake::atomic::write_file(&p, text.as_bytes(), 0o600)?;
-                    eprintln!("nodebake: wrote {} (0600)", p.display());
+                    if cli.json {
+                        println!(
+                            "{}",
+                            serde_json::json!({ "ok": true, "out": p, "mode": "0600" })
+                        );
+                    } else {
+                        eprintln!("nodebake: wrote {} (0600)", p.display());
+                    }
+                }
+                // kubectl reads a kubeconfig in JSON as well as YAML.
+                None if cli.json => {
+                    let v: serde_json::Value = serde_yaml::from_str(&text)
+                        .context("re-reading the rendered kubeconfig")?;
+                    println!("{}", serde_json::to_string_pretty(&v)?);
                 }
                 None => print!("{text}"),
             }
@@ -389,6 +418,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 advertise,
                 threads,
                 max_connections,
+                json: cli.json,
             })?;
             server.run()?;
             Ok(ExitCode::SUCCESS)
@@ -489,11 +519,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             kubernetes_version,
             image_repository,
         } => {
-            for i in nodebake::kubeadm_images::kubeadm_images(
+            let images = nodebake::kubeadm_images::kubeadm_images(
                 &kubernetes_version,
                 image_repository.as_deref(),
-            )? {
-                println!("{}", i.reference);
+            )?;
+            if cli.json {
+                let list: Vec<_> = images
+                    .iter()
+                    .map(|i| serde_json::json!({ "name": i.name, "reference": i.reference }))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "kubernetes_version": kubernetes_version,
+                        "images": list,
+                    }))?
+                );
+            } else {
+                for i in images {
+                    println!("{}", i.reference);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -72,6 +72,9 @@ pub struct ServeOptions {
     pub threads: usize,
     /// Connections served at once; more are answered 503.
     pub max_connections: usize,
+    /// JSON lines instead of text: the listening address on stdout,
+    /// requests, notes and warnings on stderr.
+    pub json: bool,
 }
 
 /// Shared, read-only server state.
@@ -147,12 +150,15 @@ impl Server {
                     }
                 }
                 if let Some(w) = version_warning(d, &opts.cluster_dir) {
-                    eprintln!("nodebake serve: warning: {w}");
+                    warn(opts.json, &w);
                 }
                 image_cmdline(d)?
             }
             None => {
-                eprintln!("nodebake serve: no --image: kernel and initramfs requests answer 404");
+                warn(
+                    opts.json,
+                    "no --image: kernel and initramfs requests answer 404",
+                );
                 String::new()
             }
         };
@@ -181,7 +187,14 @@ impl Server {
             .enable_all()
             .build()
             .context("starting the serve runtime")?;
-        println!("nodebake serve: listening on http://{addr}");
+        if self.state.opts.json {
+            println!(
+                "{}",
+                serde_json::json!({ "event": "listening", "url": format!("http://{addr}") })
+            );
+        } else {
+            println!("nodebake serve: listening on http://{addr}");
+        }
         std::io::stdout().flush()?;
         rt.block_on(accept_loop(self.listener, self.state))
     }
@@ -318,7 +331,10 @@ type Body = BoxBody<Bytes, std::io::Error>;
 /// A response body that logs the request once it is sent (or dropped).
 struct Logged {
     inner: Body,
-    line: String,
+    peer: SocketAddr,
+    /// Method and target; `None` for a response that could not be built.
+    request: Option<(String, String)>,
+    json: bool,
     status: u16,
     sent: u64,
     started: Instant,
@@ -352,13 +368,47 @@ impl HttpBody for Logged {
 
 impl Drop for Logged {
     fn drop(&mut self) {
+        let ms = self.started.elapsed().as_millis();
+        if self.json {
+            let (method, target) = self.request.clone().unzip();
+            eprintln!(
+                "{}",
+                serde_json::json!({
+                    "event": "request", "peer": self.peer.to_string(), "method": method,
+                    "target": target, "status": self.status, "bytes": self.sent, "ms": ms,
+                })
+            );
+            return;
+        }
+        let line = match &self.request {
+            Some((m, t)) => format!("{} \"{} {}\"", self.peer, shown(m), shown(t)),
+            None => format!("{} (unbuildable response)", self.peer),
+        };
+        eprintln!("{line} {} {} {ms}ms", self.status, self.sent);
+    }
+}
+
+/// A warning at start, on stderr.
+fn warn(json: bool, w: &str) {
+    if json {
         eprintln!(
-            "{} {} {} {}ms",
-            self.line,
-            self.status,
-            self.sent,
-            self.started.elapsed().as_millis()
+            "{}",
+            serde_json::json!({ "event": "warning", "warning": w })
         );
+    } else {
+        eprintln!("nodebake serve: warning: {w}");
+    }
+}
+
+/// A note about one request (why it failed), on stderr.
+fn log_note(json: bool, peer: SocketAddr, note: &str) {
+    if json {
+        eprintln!(
+            "{}",
+            serde_json::json!({ "event": "note", "peer": peer.to_string(), "note": note })
+        );
+    } else {
+        eprintln!("nodebake serve: {peer}: {}", shown(note));
     }
 }
 
@@ -385,7 +435,8 @@ async fn respond(
         host: header(hyper::header::HOST),
         range: header(hyper::header::RANGE),
     };
-    let line = format!("{peer} \"{} {}\"", shown(&r.method), shown(&r.target));
+    let request = Some((r.method.clone(), r.target.clone()));
+    let json = state.opts.json;
     let head_only = r.method == "HEAD";
     // Routing reads nodes.json and opens files: blocking work, off the
     // runtime's threads.
@@ -402,7 +453,7 @@ async fn respond(
         ),
     };
     if let Some(n) = &note {
-        eprintln!("nodebake serve: {peer}: {}", shown(n));
+        log_note(json, peer, n);
     }
     let status = resp.status;
     let (len, body): (u64, Body) = match resp.body {
@@ -428,16 +479,20 @@ async fn respond(
     }
     let logged = Logged {
         inner: body,
-        line,
+        peer,
+        request,
+        json,
         status,
         sent: 0,
         started,
     };
     b.body(logged).unwrap_or_else(|e| {
-        eprintln!("nodebake serve: {peer}: building the response: {e}");
+        log_note(json, peer, &format!("building the response: {e}"));
         hyper::Response::new(Logged {
             inner: Full::new(Bytes::new()).map_err(|n| match n {}).boxed(),
-            line: format!("{peer} (unbuildable response)"),
+            peer,
+            request: None,
+            json,
             status: 500,
             sent: 0,
             started,
