@@ -46,6 +46,13 @@ mkdir -p "$ROOT/root/nodebake"
 git -C "$REPO" archive HEAD | tar -x -C "$ROOT/root/nodebake"
 # ../shared beside the repository is not part of a fresh checkout's world.
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# The site's own CA certificates (an egress proxy here), as every machine
+# on this network has them: without them no HTTPS reaches crates.io.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  mkdir -p "$ROOT/usr/local/share/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/"
+  chroot "$ROOT" update-ca-certificates >/dev/null 2>&1
+fi
 bind /proc "$ROOT/proc"
 bind /sys "$ROOT/sys"
 bind /dev "$ROOT/dev"
