@@ -62,6 +62,10 @@ pub struct BuildOptions {
     pub force: bool,
     /// Quiet progress.
     pub quiet: bool,
+    /// Stop after the lint (`nodebake lint SPEC`), with these choices
+    /// added to the spec's `[lint]`: no outputs are written, lint errors
+    /// do not fail, the report is returned.
+    pub lint_only: Option<crate::lint::Options>,
 }
 
 /// What a build produced.
@@ -79,13 +83,18 @@ pub struct BuildReport {
     pub packages: usize,
     /// Wall time.
     pub seconds: f64,
+    /// The lint's report (not for a build restored from the cache).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lint: Option<crate::lint::Report>,
 }
 
 /// Runs a build.
 pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let start = Instant::now();
     let progress = Progress::new(opts.quiet);
-    check_out_dir(&opts.out, opts.force)?;
+    if opts.lint_only.is_none() {
+        check_out_dir(&opts.out, opts.force)?;
+    }
     let loaded = LoadedSpec::load(&opts.spec, opts.lock.as_deref())?;
     let spec = &loaded.spec;
     let arch = Arch::from_name(&spec.arch)?;
@@ -119,7 +128,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         });
     }
     let want_disk = spec.outputs.formats.contains(&OutputFormat::Disk);
-    if want_disk && firstboot.is_none() {
+    if want_disk && firstboot.is_none() && opts.lint_only.is_none() {
         bail!("outputs: `disk` needs the static nodebake-firstboot (it is the disk's stage-1 init); pass --firstboot");
     }
     // Every host tool the outputs need, checked before any slow work and
@@ -143,10 +152,12 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
             }
             data.push((SYSLINUX_MBR, SYSLINUX_MBR_PACKAGES));
         }
-        require_all(&needed, &data)?;
+        if opts.lint_only.is_none() {
+            require_all(&needed, &data)?;
+        }
     }
     let key = cache_key(&loaded, mtime, &digests, &firstboot, &profiles, want_disk);
-    if let (Some(key), false) = (&key, opts.no_cache) {
+    if let (Some(key), false) = (&key, opts.no_cache || opts.lint_only.is_some()) {
         if let Some(outputs) = restore_cached(&store, key, &opts.out)? {
             progress.phase(&format!(
                 "outputs restored from the build cache ({})",
@@ -159,6 +170,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
                 packages: 0,
                 outputs,
                 seconds: start.elapsed().as_secs_f64(),
+                lint: None,
             });
         }
     }
@@ -266,15 +278,6 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     // not hold them, before anything is written.
     let setid_files = crate::special::check(&tree, &spec.special_files)
         .with_context(|| format!("{}: special files", loaded.path.display()))?;
-    let role_profiles: Vec<RoleProfile> = profiles.iter().map(|(p, _)| p.clone()).collect();
-    let missing_requirements: Vec<String> =
-        crate::requirements::check_profiles(&tree, &role_profiles, release.as_deref())
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-    for m in &missing_requirements {
-        eprintln!("nodebake: warning: {m}");
-    }
     let (db_name, mut base_pkgs) = read_package_db(&tree, &blobs)?;
     base_pkgs.append(&mut packages);
     base_pkgs.sort();
@@ -282,6 +285,56 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         package_db: db_name,
         ..base_info
     };
+    // What the profiles need and the image lacks, before anything is written.
+    let report = crate::lint::lint(
+        &crate::lint::Image {
+            tree: &tree,
+            blobs: &blobs,
+            arch,
+            packages: &base_pkgs,
+            origins: None,
+        },
+        &crate::lint::Options {
+            ipvs: spec.lint.ipvs || opts.lint_only.as_ref().is_some_and(|o| o.ipvs),
+            image_repository: opts
+                .lint_only
+                .as_ref()
+                .and_then(|o| o.image_repository.clone()),
+            allow: spec
+                .lint
+                .allow
+                .iter()
+                .chain(opts.lint_only.iter().flat_map(|o| o.allow.iter()))
+                .cloned()
+                .collect(),
+        },
+    )
+    .with_context(|| format!("{}: lint", loaded.path.display()))?;
+    for f in report
+        .findings
+        .iter()
+        .filter(|f| f.severity != crate::lint::Severity::Allowed)
+    {
+        eprintln!("nodebake: lint: {f}");
+    }
+    if opts.lint_only.is_some() {
+        return Ok(BuildReport {
+            out: opts.out.clone(),
+            cached: false,
+            outputs: Vec::new(),
+            files: tree.len(),
+            packages: base_pkgs.len(),
+            seconds: start.elapsed().as_secs_f64(),
+            lint: Some(report),
+        });
+    }
+    if spec.lint.level == crate::spec::LintLevel::Error && report.errors() > 0 {
+        bail!(
+            "{}: the image fails lint with {} errors (listed above; `[lint] level = \"error\"` in the spec; allow a finding by its id in `[lint] allow`)",
+            loaded.path.display(),
+            report.errors()
+        );
+    }
 
     // Outputs.
     let tmp_out = work.path().join("out");
@@ -365,7 +418,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         packages: base_pkgs,
         images,
         profiles: spec.profiles.clone(),
-        missing_requirements,
+        lint: report.findings.clone(),
+        missing_requirements: Vec::new(),
         setid_files,
         outputs: outputs.clone(),
         files: manifest::file_list(&tree),
@@ -390,6 +444,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         files: tree.len(),
         packages: manifest.packages.len(),
         seconds: start.elapsed().as_secs_f64(),
+        lint: Some(report),
     })
 }
 

@@ -145,6 +145,34 @@ enum Command {
         /// Output directory.
         dir: PathBuf,
     },
+    /// Check that an image can form the cluster its role profiles describe
+    /// (kubeadm preflight's commands for its Kubernetes version, the
+    /// agent's tools, kernel config and modules, every image kubeadm asks
+    /// for, CNI plugins, shared-library and package closure); exits 1 on
+    /// an error finding. TARGET is an output directory, or a spec, which
+    /// is built first (offline, into a temporary directory).
+    Lint {
+        /// Output directory or image spec.
+        target: PathBuf,
+        /// Inventory whose choices apply (image repository, kube-proxy mode).
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        /// kube-proxy runs in IPVS mode (missing IPVS modules are errors).
+        #[arg(long)]
+        ipvs: bool,
+        /// Finding ids (globs) to report as allowed.
+        #[arg(long)]
+        allow: Vec<String>,
+        /// Input store, for a spec [default: as `build`].
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// Lock file, for a spec [default: SPEC.lock when it exists].
+        #[arg(long)]
+        lock: Option<PathBuf>,
+        /// Directory of role profiles, for a spec [default: as `build`].
+        #[arg(long)]
+        profiles_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -275,6 +303,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 no_cache,
                 force,
                 quiet: cli.quiet,
+                lint_only: None,
             };
             let report = build(&opts)?;
             if cli.json {
@@ -562,6 +591,41 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         }
+        Command::Lint {
+            target,
+            inventory,
+            ipvs,
+            allow,
+            store,
+            lock,
+            profiles_dir,
+        } => {
+            let mut opts = nodebake::lint::Options {
+                ipvs,
+                image_repository: None,
+                allow,
+            };
+            if let Some(inv) = &inventory {
+                let i = nodebake::cluster::inventory::load(inv)?.inventory;
+                opts.image_repository = Some(i.image_repository());
+                opts.ipvs |= i.cluster.kube_proxy_mode == "ipvs";
+            }
+            let report = if target.is_dir() {
+                nodebake::lint::lint_output(&target, &opts)?
+            } else {
+                lint_spec(&target, store, lock, profiles_dir, &opts)?
+            };
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(if report.errors() > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         Command::Inspect { dir } => {
             let s = nodebake::inspect::inspect(&dir)?;
             if cli.json {
@@ -572,4 +636,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `nodebake lint SPEC`: the build's own lint on the finished tree, with
+/// no outputs written (inputs from the store, offline).
+fn lint_spec(
+    spec: &std::path::Path,
+    store: Option<PathBuf>,
+    lock: Option<PathBuf>,
+    profiles_dir: Option<PathBuf>,
+    opts: &nodebake::lint::Options,
+) -> anyhow::Result<nodebake::lint::Report> {
+    let report = build(&BuildOptions {
+        spec: spec.to_path_buf(),
+        out: std::env::temp_dir().join("nodebake-lint-unused"),
+        lock,
+        store: store.unwrap_or_else(InputStore::default_root),
+        offline: true,
+        // The agent is a static binary of its own: lint does not need it.
+        firstboot: FirstbootSource::Without,
+        profiles_dir,
+        no_cache: true,
+        force: false,
+        quiet: true,
+        lint_only: Some(opts.clone()),
+    })?;
+    report
+        .lint
+        .ok_or_else(|| anyhow::anyhow!("{}: the build returned no lint report", spec.display()))
 }

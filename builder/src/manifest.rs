@@ -36,8 +36,12 @@ pub struct Manifest {
     /// Baked role profiles.
     pub profiles: Vec<String>,
     /// What the role profiles need and the image lacks (kubeadm preflight,
-    /// the agent, the load balancer), found at bake time.
+    /// the agent, the load balancer, images, kernel, library and package
+    /// closure), found at bake time by the lint (`crate::lint`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lint: Vec<crate::lint::Finding>,
+    /// What manifests before the lint recorded instead (read, never written).
+    #[serde(default, skip_serializing)]
     pub missing_requirements: Vec<String>,
     /// Every set-user-ID or set-group-ID regular file of the image.
     #[serde(default)]

@@ -75,6 +75,13 @@ fn uri_path(path: &Path) -> Result<String> {
 /// read-only and `immutable=1`, so it works on read-only files and
 /// directories and never creates `-wal`/`-shm` files beside it.
 pub fn read_rpmdb_sqlite(path: &Path) -> Result<Vec<Package>> {
+    let mut out = read_sqlite_blobs(path, package_from_blob)?;
+    out.sort();
+    Ok(out)
+}
+
+/// Every header blob of an rpmdb.sqlite, mapped by `f`, in header order.
+fn read_sqlite_blobs<T>(path: &Path, f: impl Fn(&[u8]) -> Result<T>) -> Result<Vec<T>> {
     use rusqlite::{Connection, OpenFlags};
     if !path.is_file() {
         bail!("rpm database {} does not exist", path.display());
@@ -96,13 +103,27 @@ pub fn read_rpmdb_sqlite(path: &Path) -> Result<Vec<Package>> {
     let mut out = Vec::new();
     for row in rows {
         let (hnum, blob) = row.with_context(|| format!("reading {}", path.display()))?;
-        out.push(
-            package_from_blob(&blob)
-                .with_context(|| format!("{}: package header #{hnum}", path.display()))?,
-        );
+        out.push(f(&blob).with_context(|| format!("{}: package header #{hnum}", path.display()))?);
     }
-    out.sort();
     Ok(out)
+}
+
+/// The dependencies of every package of an rpm database: `rpmdb.sqlite`
+/// (EL9+) or the Berkeley DB `Packages` file (EL7/EL8), by file name.
+pub fn read_rpmdb_deps(path: &Path) -> Result<Vec<crate::lint::deps::PackageDeps>> {
+    let deps = |blob: &[u8]| -> Result<_> {
+        Ok(crate::lint::deps::from_rpm_header(
+            &parse_header_blob(blob)?,
+            "rpmdb",
+        ))
+    };
+    if path.file_name().is_some_and(|n| n == "Packages") {
+        let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        parse_bdb_blobs(&data, deps)
+            .with_context(|| format!("Berkeley DB rpm database {}", path.display()))
+    } else {
+        read_sqlite_blobs(path, deps)
+    }
 }
 
 /// Splits a Debian version `[epoch:]upstream[-revision]`.
@@ -303,6 +324,14 @@ impl<'a> Bdb<'a> {
 /// `Packages` table (key: header number in the creator's byte order,
 /// value: header blob).
 fn parse_bdb_packages(data: &[u8]) -> Result<Vec<Package>> {
+    let mut out = parse_bdb_blobs(data, package_from_blob)?;
+    out.sort();
+    Ok(out)
+}
+
+/// Every header blob of a Berkeley DB rpm `Packages` database, mapped by
+/// `f`, in header-number order.
+fn parse_bdb_blobs<T>(data: &[u8], f: impl Fn(&[u8]) -> Result<T>) -> Result<Vec<T>> {
     if data.len() < 512 {
         bail!(
             "file too small ({} bytes) for a Berkeley DB database",
@@ -350,7 +379,7 @@ fn parse_bdb_packages(data: &[u8]) -> Result<Vec<Package>> {
             data.len()
         );
     }
-    let mut by_hnum: BTreeMap<u32, Package> = BTreeMap::new();
+    let mut by_hnum: BTreeMap<u32, T> = BTreeMap::new();
     for pgno in 1..=last_pgno {
         let p = db.page(pgno)?;
         if p[25] != P_HASH && p[25] != P_HASH_UNSORTED {
@@ -384,14 +413,11 @@ fn parse_bdb_packages(data: &[u8]) -> Result<Vec<Package>> {
                     ctx()
                 );
             };
-            let pkg = package_from_blob(&blob)
-                .with_context(|| format!("package header #{hnum} ({})", ctx()))?;
+            let pkg = f(&blob).with_context(|| format!("package header #{hnum} ({})", ctx()))?;
             by_hnum.insert(hnum, pkg);
         }
     }
-    let mut out: Vec<Package> = by_hnum.into_values().collect();
-    out.sort();
-    Ok(out)
+    Ok(by_hnum.into_values().collect())
 }
 
 /// Reads the EL7/EL8 Berkeley DB rpm database (`/var/lib/rpm/Packages`, hash

@@ -57,6 +57,38 @@ pub struct ImageSpec {
     /// `crate::special`.
     #[serde(default)]
     pub special_files: Vec<String>,
+    /// What the end-of-build lint does with its findings.
+    #[serde(default)]
+    pub lint: LintSpec,
+}
+
+/// `[lint]`: the checks of `nodebake lint`, run at the end of every build.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LintSpec {
+    /// `"warning"` (default): findings are printed and recorded in the
+    /// manifest; `"error"`: an error finding fails the build.
+    #[serde(default)]
+    pub level: LintLevel,
+    /// Finding ids (globs: `image:coredns`, `elf:libfoo.so.*`) the image
+    /// knowingly lacks; they are reported as allowed.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// The cluster runs kube-proxy in IPVS mode: missing IPVS modules are
+    /// errors, not warnings.
+    #[serde(default)]
+    pub ipvs: bool,
+}
+
+/// `[lint] level`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LintLevel {
+    /// Print and record findings.
+    #[default]
+    Warning,
+    /// Fail the build on an error finding.
+    Error,
 }
 
 /// The base root filesystem.

@@ -338,7 +338,23 @@ pub fn unpack_rpm(sink: &mut Sink, r: &mut dyn Read, place: &Placement) -> Resul
     }
     let owners = rpm_owners(sink, &hdr)?;
     unpack_cpio(sink, payload, place, &owners).with_context(|| "RPM payload")?;
+    let deps = crate::lint::deps::from_rpm_header(&hdr, &format!("artifact:{}", sink.input));
+    record_deps(sink, &deps)?;
     Ok(pkg)
+}
+
+/// Records an unpacked package's dependencies in the image
+/// ([`crate::lint::deps::ARTIFACT_DEPS_DIR`]) for the lint's closure check:
+/// no package database lists an artifact.
+fn record_deps(sink: &mut Sink, deps: &crate::lint::deps::PackageDeps) -> Result<()> {
+    let json = serde_json::to_vec_pretty(deps)?;
+    let path = format!(
+        "{}/{}.json",
+        crate::lint::deps::ARTIFACT_DEPS_DIR,
+        sink.input
+    );
+    sink.file(&path, &mut &json[..], 0o644, 0, 0)?;
+    Ok(())
 }
 
 /// Owners of an RPM's files: the payload carries uid/gid 0 and the header
@@ -484,6 +500,7 @@ pub fn unpack_cpio(
 pub fn unpack_deb(sink: &mut Sink, r: &mut dyn Read, place: &Placement) -> Result<Package> {
     let mut ar = ar::Archive::new(r);
     let mut pkg: Option<Package> = None;
+    let mut deps = None;
     let mut saw_binary = false;
     let mut saw_data = false;
     while let Some(member) = ar.next_entry() {
@@ -501,6 +518,8 @@ pub fn unpack_deb(sink: &mut Sink, r: &mut dyn Read, place: &Placement) -> Resul
         } else if id.starts_with("control.tar") {
             let control = read_deb_control(&mut member).with_context(|| id.clone())?;
             pkg = Some(parse_deb_control(&control, &sink.input)?);
+            deps =
+                crate::lint::deps::from_deb_control(&control, &format!("artifact:{}", sink.input));
         } else if id.starts_with("data.tar") {
             let p = pkg
                 .as_ref()
@@ -520,6 +539,9 @@ pub fn unpack_deb(sink: &mut Sink, r: &mut dyn Read, place: &Placement) -> Resul
     }
     if !saw_binary || !saw_data {
         bail!("not a Debian package (missing debian-binary or data.tar)");
+    }
+    if let Some(d) = &deps {
+        record_deps(sink, d)?;
     }
     pkg.ok_or_else(|| anyhow!("Debian package without control.tar"))
 }

@@ -59,9 +59,11 @@ pub struct ClusterSettings {
     /// NTP servers.
     #[serde(default)]
     pub ntp_servers: Vec<String>,
-    /// Registry of the control-plane images.
-    #[serde(default = "default_image_repository")]
-    pub image_repository: String,
+    /// Registry of the control-plane images; default: kubeadm's for the
+    /// version (`k8s.gcr.io` before 1.25, `registry.k8s.io` from 1.25),
+    /// the same default as an image spec's `images = "auto"`.
+    #[serde(default)]
+    pub image_repository: Option<String>,
     /// Registry host → mirror URLs.
     #[serde(default)]
     pub registry_mirrors: BTreeMap<String, Vec<String>>,
@@ -95,9 +97,6 @@ fn default_kube_proxy_mode() -> String {
 }
 fn default_cni() -> String {
     "flannel".into()
-}
-fn default_image_repository() -> String {
-    "registry.k8s.io".into()
 }
 fn default_firewalld() -> String {
     "disable".into()
@@ -225,6 +224,22 @@ impl CheckedInventory {
 }
 
 /// Reads and validates an inventory file.
+impl Inventory {
+    /// The image repository kubeadm pulls from: the inventory's, else
+    /// kubeadm's default for the Kubernetes version.
+    pub fn image_repository(&self) -> String {
+        match &self.cluster.image_repository {
+            Some(r) => r.clone(),
+            None => {
+                let minor = crate::kubeadm_images::parse_version(&self.cluster.kubernetes_version)
+                    .map(|(_, m, _)| m)
+                    .unwrap_or(u32::MAX);
+                crate::kubeadm_images::default_repository(minor).to_string()
+            }
+        }
+    }
+}
+
 pub fn load(path: &Path) -> Result<CheckedInventory> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

@@ -90,7 +90,7 @@ pub fn node_settings(inv: &CheckedInventory, s: &ClusterSecrets, m: &Machine) ->
         kube_proxy_mode: i.cluster.kube_proxy_mode.clone(),
         cni: i.cluster.cni.clone(),
         ntp_servers: i.cluster.ntp_servers.clone(),
-        image_repository: i.cluster.image_repository.clone(),
+        image_repository: i.image_repository(),
         registry_mirrors: i.cluster.registry_mirrors.clone(),
         firewalld: i.cluster.firewalld.clone(),
         kubelet_extra_args,
