@@ -28,6 +28,18 @@ target/release/nodebake build images/demo.toml --quiet --no-cache \
 cmp "$work/demo-a/SHA256SUMS" "$work/demo-c/SHA256SUMS"
 echo "demo: three builds (one without the build cache) have identical SHA256SUMS"
 target/release/nodebake verify "$work/demo-a"
+# The demo image has no kubeadm, kubelet or crictl (no registry reachable
+# from here serves them): lint must say so, and fail; its kernel config
+# and the library and package closure are in order.
+if target/release/nodebake lint "$work/demo-a" >"$work/lint.out"; then
+  echo "lint passed an image without kubeadm" >&2; exit 1
+fi
+grep -q '^error\[command:crictl\].*profiles master, worker' "$work/lint.out"
+grep -q '^error\[command:kubeadm\]' "$work/lint.out"
+if grep -E '^error\[(kernel-config|module|elf|requires|cni)' "$work/lint.out"; then
+  echo "lint: unexpected errors on the demo image" >&2; exit 1
+fi
+echo "demo: lint names the missing crictl/kubeadm/kubelet and images; kernel, libraries and packages pass"
 # Change one byte (to a different value) in place.
 b=$(dd if="$work/demo-a/rootfs.tar.gz" bs=1 skip=1000 count=1 status=none | od -An -tu1 | tr -d ' ')
 printf "\\$(printf %03o $(( (b + 1) % 256 )))" | dd of="$work/demo-a/rootfs.tar.gz" bs=1 seek=1000 conv=notrunc status=none
