@@ -152,7 +152,10 @@ fn unmet_requires_and_a_removed_library_are_named_with_their_package_and_file() 
     assert_eq!(req.len(), 1, "{req:?}");
     let rich = finding(&r, &req[0]).unwrap();
     assert_eq!(rich["severity"], "warning");
-    assert!(rich["requirement"].as_str().unwrap().contains("unsupported"));
+    assert!(rich["requirement"]
+        .as_str()
+        .unwrap()
+        .contains("unsupported"));
     // What kubeadm 1.31 asks for is named exactly, with its tag.
     let pause = finding(&r, "image:pause").unwrap();
     assert_eq!(pause["severity"], "error");
@@ -277,7 +280,10 @@ fn unmet_requires_and_a_removed_library_are_named_with_their_package_and_file() 
         ],
     );
     assert!(ok, "{r:#}");
-    assert_eq!(finding(&r, "elf:libacl.so.1").unwrap()["severity"], "allowed");
+    assert_eq!(
+        finding(&r, "elf:libacl.so.1").unwrap()["severity"],
+        "allowed"
+    );
 }
 
 #[test]
