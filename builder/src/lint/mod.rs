@@ -249,11 +249,10 @@ impl Image<'_> {
     }
 
     fn read(&self, path: &str) -> Option<Vec<u8>> {
-        match self.tree.lookup(path)? {
-            (_, e) => match &e.kind {
-                Kind::File(id) => self.blobs.read(id).ok(),
-                _ => None,
-            },
+        let (_, e) = self.tree.lookup(path)?;
+        match &e.kind {
+            Kind::File(id) => self.blobs.read(id).ok(),
+            _ => None,
         }
     }
 
