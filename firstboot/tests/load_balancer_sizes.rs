@@ -72,7 +72,18 @@ fn keepalived_and_haproxy_accept_1_3_and_5_masters() {
                 .unwrap_or(0);
             assert_eq!(peers, n - 1, "{n} masters, master {i}: {k}");
             assert_eq!(k.contains("unicast_src_ip"), n > 1, "{k}");
-            assert_eq!(h.matches(":6443\n").count(), n, "{h}");
+            assert_eq!(h.matches(":6443 check check-ssl verify ").count(), n, "{h}");
+            // EL7's haproxy 1.5 dialect: no redispatch interval.
+            let h15 = haproxy::render_config_for(&node, haproxy::CA_FILE, Some((1, 5)));
+            assert!(h15.contains("    option redispatch\n") && h.contains("option redispatch 1\n"));
+            let hc15 = t.path().join(format!("h15-{n}-{i}.cfg"));
+            std::fs::write(&hc15, &h15).unwrap();
+            let o = in_netns(&format!("haproxy -c -q -f {}", hc15.display()));
+            assert!(
+                o.status.success(),
+                "haproxy -c (1.5 dialect): {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
             let kc = t.path().join(format!("k{n}-{i}.conf"));
             let hc = t.path().join(format!("h{n}-{i}.cfg"));
             std::fs::write(&kc, &k).unwrap();

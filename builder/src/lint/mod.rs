@@ -161,9 +161,9 @@ const PATH: &[&str] = &[
     "/bin",
 ];
 
-/// Oldest haproxy that reads the rendered `haproxy.cfg`
-/// (`option redispatch <interval>`).
-pub const HAPROXY_MIN: (u32, u32) = (1, 6);
+/// Oldest haproxy that reads the rendered `haproxy.cfg` (`check-ssl`; the
+/// agent renders 1.5's dialect for it).
+pub const HAPROXY_MIN: (u32, u32) = (1, 5);
 /// Oldest keepalived that reads the rendered `keepalived.conf`
 /// (`script_user`, `enable_script_security`).
 pub const KEEPALIVED_MIN: (u32, u32) = (1, 3);
@@ -1108,7 +1108,8 @@ mod tests {
 
     #[test]
     fn versions_compare_by_major_and_minor() {
-        assert!(major_minor("1.5.18").unwrap() < HAPROXY_MIN);
+        assert!(major_minor("1.4.27").unwrap() < HAPROXY_MIN);
+        assert!(major_minor("1.5.18").unwrap() >= HAPROXY_MIN);
         assert!(major_minor("2.6.12").unwrap() >= HAPROXY_MIN);
         assert!(major_minor("1.3.5").unwrap() >= KEEPALIVED_MIN);
         assert!(major_minor("1.2.13").unwrap() < KEEPALIVED_MIN);

@@ -92,9 +92,19 @@ fn haproxy_files(cx: &Ctx<'_>) -> Vec<FileSpec> {
             f.push(FileSpec::new(haproxy::CA_FILE, ca.ca_crt.clone()));
         }
     }
+    // The baked haproxy's version picks the configuration's dialect
+    // (EL7's 1.5 has no `option redispatch <interval>`).
+    let version = if cx.live() && host_mode(cx) {
+        match cx.run(crate::runner::Cmd::new("haproxy", ["-v"])) {
+            Ok(crate::runner::Outcome::Ran(out)) => haproxy::parse_version(&out),
+            _ => None,
+        }
+    } else {
+        None
+    };
     f.push(FileSpec::new(
         haproxy::CONFIG,
-        haproxy::render_config(cx.node, haproxy::CA_FILE),
+        haproxy::render_config_for(cx.node, haproxy::CA_FILE, version),
     ));
     if !host_mode(cx) {
         f.push(FileSpec::new(
