@@ -88,6 +88,8 @@ fn build(spec: &Path, out: &Path, store: &Path) -> std::process::Output {
         .arg("--store")
         .arg(store)
         .arg("--without-firstboot")
+        .arg("--profiles-dir")
+        .arg(repo().join("profiles"))
         .arg("--no-cache"))
 }
 
@@ -320,5 +322,316 @@ fn the_inventorys_image_repository_must_be_the_baked_one() {
             .unwrap()
             .contains("k8s.gcr.io/pause:3.10"),
         "{pause}"
+    );
+}
+
+/// A noarch RPM `name-version` holding `files` (path, content, mode).
+fn mkrpm(dir: &Path, name: &str, version: &str, files: &[(&str, &str, u32)]) -> PathBuf {
+    let mut install = String::new();
+    let mut list = String::new();
+    for (path, content, mode) in files {
+        let parent = path.rsplit_once('/').unwrap().0;
+        install += &format!(
+            "mkdir -p %{{buildroot}}{parent}\nprintf '%s' '{content}' > %{{buildroot}}{path}\n"
+        );
+        list += &format!("%attr({mode:o},root,root) {path}\n");
+    }
+    let spec = format!(
+        "Name: {name}\nVersion: {version}\nRelease: 1.nb\nSummary: stand-in\nLicense: MIT\n\
+         BuildArch: noarch\nAutoReqProv: no\n%define _binary_payload w19.zstdio\n\
+         %define __os_install_post %{{nil}}\n%define _build_id_links none\n\
+         %global debug_package %{{nil}}\n%description\nStand-in for the distribution's {name}.\n\
+         %install\n{install}%files\n{list}"
+    );
+    let sp = dir.join(format!("{name}.spec"));
+    std::fs::write(&sp, spec).unwrap();
+    run_ok(
+        Command::new("rpmbuild")
+            .arg("-bb")
+            .arg("--define")
+            .arg(format!("_topdir {}", dir.join("top").display()))
+            .arg(&sp),
+    );
+    dir.join(format!("top/RPMS/noarch/{name}-{version}-1.nb.noarch.rpm"))
+}
+
+fn rpm_artifact(name: &str, rpm: &Path) -> String {
+    format!(
+        "[[artifact]]\nname = \"{name}\"\nkind = \"rpm\"\nsource = \"{}\"\nsha256 = \"{}\"\n",
+        rpm.display(),
+        sha256_file(rpm)
+    )
+}
+
+/// The artifacts of an EL-shaped node image over the EL9 fixture: every
+/// command kubeadm's preflight and the agent need (stand-in scripts from
+/// RPMs), a kernel package with config and modules of `release`, haproxy
+/// and keepalived RPMs of the given versions, the CNI plugins and every
+/// image kubeadm 1.31 asks for.
+fn el_shaped(
+    dir: &Path,
+    release: &str,
+    conntrack: &str,
+    haproxy: &str,
+    keepalived: &str,
+) -> String {
+    let sh = "#!/bin/sh\nexit 0\n";
+    let mut tools: Vec<(String, &str, u32)> = [
+        "crictl",
+        "conntrack",
+        "ip",
+        "tc",
+        "iptables",
+        "ebtables",
+        "mount",
+        "nsenter",
+        "ethtool",
+        "socat",
+        "kubeadm",
+        "kubelet",
+        "kubectl",
+        "openssl",
+        "modprobe",
+        "sysctl",
+        "ctr",
+        "etcdctl",
+    ]
+    .iter()
+    .map(|c| (format!("/usr/bin/{c}"), sh, 0o755))
+    .collect();
+    tools.push(("/usr/sbin/chronyd".into(), sh, 0o755));
+    tools.push(("/usr/sbin/NetworkManager".into(), sh, 0o755));
+    let t: Vec<(&str, &str, u32)> = tools.iter().map(|(p, c, m)| (p.as_str(), *c, *m)).collect();
+    let tools = mkrpm(dir, "nb-node-tools", "1.0", &t);
+    let m = format!("/usr/lib/modules/{release}");
+    let mut kfiles: Vec<(String, &str, u32)> = vec![
+        (format!("{m}/config"), "CONFIG_BRIDGE_NETFILTER=y\n", 0o644),
+        (
+            format!("{m}/modules.builtin"),
+            "kernel/net/bridge/br_netfilter.ko\n",
+            0o644,
+        ),
+    ];
+    for (sub, module) in [
+        ("fs/overlayfs", "overlay"),
+        ("net/netfilter/ipvs", "ip_vs"),
+        ("net/netfilter/ipvs", "ip_vs_rr"),
+        ("net/netfilter/ipvs", "ip_vs_wrr"),
+        ("net/netfilter/ipvs", "ip_vs_sh"),
+        ("net/netfilter", conntrack),
+    ] {
+        kfiles.push((
+            format!("{m}/kernel/{sub}/{module}.ko.xz"),
+            "stand-in",
+            0o644,
+        ));
+    }
+    let k: Vec<(&str, &str, u32)> = kfiles
+        .iter()
+        .map(|(p, c, mo)| (p.as_str(), *c, *mo))
+        .collect();
+    let kernel = mkrpm(dir, "kernel-core", release.split('-').next().unwrap(), &k);
+    let hap = mkrpm(dir, "haproxy", haproxy, &[("/usr/sbin/haproxy", sh, 0o755)]);
+    let kad = mkrpm(
+        dir,
+        "keepalived",
+        keepalived,
+        &[("/usr/sbin/keepalived", sh, 0o755)],
+    );
+    let cni = dir.join("cni.tar");
+    let members: Vec<Member> = ["loopback", "bridge", "host-local", "portmap"]
+        .iter()
+        .map(|p| Member::File(p, sh.as_bytes(), 0o755, 0, 0))
+        .collect();
+    write_tar(&cni, &members, false);
+    let mut s = String::new();
+    s += &rpm_artifact("nb-node-tools", &tools);
+    s += &rpm_artifact("kernel-core", &kernel);
+    s += &rpm_artifact("haproxy", &hap);
+    s += &rpm_artifact("keepalived", &kad);
+    s += &format!(
+        "[[artifact]]\nname = \"cni-plugins\"\nkind = \"tarball\"\nsource = \"{}\"\nsha256 = \"{}\"\ndest = \"/opt/cni/bin\"\n",
+        cni.display(),
+        sha256_file(&cni)
+    );
+    let list = run_ok(Command::new(bin("nodebake")).args([
+        "--json",
+        "images",
+        "--kubernetes-version",
+        "1.31.0",
+    ]));
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    for img in list["images"].as_array().unwrap() {
+        let name = img["name"].as_str().unwrap();
+        let archive = dir.join(format!("{name}.tar"));
+        write_tar(
+            &archive,
+            &[Member::File("manifest.json", b"[]", 0o644, 0, 0)],
+            false,
+        );
+        s += &format!(
+            "[[artifact]]\nname = \"img-{name}\"\nkind = \"image\"\nsource = \"{}\"\nsha256 = \"{}\"\nreference = \"{}\"\n",
+            archive.display(),
+            sha256_file(&archive),
+            img["reference"].as_str().unwrap()
+        );
+    }
+    s
+}
+
+/// An aarch64 spec over `base` declaring the EL base packages, with
+/// top-level keys `top` and the tables `body`.
+fn el_spec(dir: &Path, base: &Path, top: &str, body: &str) -> PathBuf {
+    let s = format!(
+        "spec_version = 1\nname = \"el-shaped\"\nversion = \"1\"\narch = \"aarch64\"\n{top}\
+         [base]\nsource = \"{}\"\nsha256 = \"{}\"\npackages = [\"bash\", \"coreutils-single\"]\n\
+         [kubernetes]\nversion = \"1.31.0\"\n[outputs]\nformats = [\"rootfs\"]\n{body}",
+        base.display(),
+        sha256_file(base)
+    );
+    let p = dir.join("spec.toml");
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+fn errors_and_warnings(r: &serde_json::Value) -> (Vec<String>, Vec<String>) {
+    let pick = |sev: &str| {
+        r["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["severity"] == sev)
+            .map(|f| f["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    (pick("error"), pick("warning"))
+}
+
+#[test]
+fn el_shaped_images_with_every_requirement_pass_lint_and_old_haproxy_fails() {
+    if !require_tools(&["rpmbuild"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let base = el9_fixture();
+    // EL9-shaped: 5.14 kernel (nf_conntrack), haproxy 2.4, keepalived 2.2;
+    // EL7-shaped: 3.10 kernel (nf_conntrack_ipv4), haproxy 1.5, keepalived 1.3.
+    for (shape, release, conntrack, haproxy, keepalived) in [
+        (
+            "el9",
+            "5.14.0-427.el9.aarch64",
+            "nf_conntrack",
+            "2.4.22",
+            "2.2.8",
+        ),
+        (
+            "el7",
+            "3.10.0-1160.el7.aarch64",
+            "nf_conntrack_ipv4",
+            "1.5.18",
+            "1.3.5",
+        ),
+    ] {
+        let sub = dir.path().join(shape);
+        std::fs::create_dir(&sub).unwrap();
+        let extra = el_shaped(&sub, release, conntrack, haproxy, keepalived);
+        let s = el_spec(
+            &sub,
+            &base,
+            "profiles = [\"master\", \"worker\"]\n",
+            &format!(
+                "{extra}\n[lint]\nlevel = \"error\"\nipvs = true\nallow = [\"requires:(*\"]\n"
+            ),
+        );
+        let out = sub.join("out");
+        let o = build(&s, &out, &store);
+        assert!(
+            o.status.success(),
+            "{shape}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let (ok, r) = lint_json(&out, &["--ipvs"]);
+        let (errors, warnings) = errors_and_warnings(&r);
+        assert!(ok && errors.is_empty(), "{shape}: {errors:?}\n{r:#}");
+        assert_eq!(warnings, Vec::<String>::new(), "{shape}: {r:#}");
+        assert_eq!(r["kernels"][0], release);
+    }
+    // haproxy 1.4 cannot read the rendered configuration: the build refuses.
+    let sub = dir.path().join("old");
+    std::fs::create_dir(&sub).unwrap();
+    let extra = el_shaped(
+        &sub,
+        "3.10.0-1160.el7.aarch64",
+        "nf_conntrack_ipv4",
+        "1.4.27",
+        "1.3.5",
+    );
+    let s = el_spec(
+        &sub,
+        &base,
+        "profiles = [\"master\"]\n",
+        &format!("{extra}\n[lint]\nlevel = \"error\"\nallow = [\"requires:(*\"]\n"),
+    );
+    let o = build(&s, &sub.join("out"), &store);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("error[version:haproxy]: haproxy 1.4.27 is older than 1.5"),
+        "{err}"
+    );
+}
+
+#[test]
+fn shipped_el_specs_list_every_input_lint_demands() {
+    for spec in ["images/el7-k8s-1.20.toml", "images/el9-k8s-1.31.toml"] {
+        let (ok, r) = lint_json(&repo().join(spec), &["--inputs-only"]);
+        let (errors, warnings) = errors_and_warnings(&r);
+        assert!(ok && errors.is_empty(), "{spec}: {errors:?}");
+        assert_eq!(warnings, Vec::<String>::new(), "{spec}");
+    }
+    // Without its crictl and with EL7's haproxy 1.4, the EL7 spec fails,
+    // naming both.
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo().join("images/el7-k8s-1.20.toml")).unwrap();
+    let text = text
+        .replace("name = \"crictl\" #", "name = \"other-tool\" #")
+        .replace("haproxy-1.5.18-9.el7", "haproxy-1.4.24-4.el7");
+    let p = dir.path().join("el7.toml");
+    std::fs::write(&p, text).unwrap();
+    let profiles = repo().join("profiles");
+    let (ok, r) = lint_json(
+        &p,
+        &[
+            "--inputs-only",
+            "--profiles-dir",
+            profiles.to_str().unwrap(),
+        ],
+    );
+    let (errors, _) = errors_and_warnings(&r);
+    assert!(!ok);
+    assert_eq!(
+        errors,
+        vec!["command:crictl".to_string(), "version:haproxy".into()],
+        "{r:#}"
+    );
+}
+
+#[test]
+fn base_packages_the_base_lacks_fail_the_build_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = el9_fixture();
+    let s = el_spec(dir.path(), &base, "", "");
+    let text = std::fs::read_to_string(&s).unwrap().replace(
+        "\"coreutils-single\"]",
+        "\"coreutils-single\", \"util-linux\"]",
+    );
+    std::fs::write(&s, text).unwrap();
+    let o = build(&s, &dir.path().join("out"), &dir.path().join("store"));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("[base] packages: the base") && err.contains("does not hold util-linux"),
+        "{err}"
     );
 }

@@ -279,6 +279,21 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let setid_files = crate::special::check(&tree, &spec.special_files)
         .with_context(|| format!("{}: special files", loaded.path.display()))?;
     let (db_name, mut base_pkgs) = read_package_db(&tree, &blobs)?;
+    let undeclared: Vec<&str> = spec
+        .base
+        .packages
+        .iter()
+        .filter(|p| !base_pkgs.iter().any(|b| &b.name == *p))
+        .map(String::as_str)
+        .collect();
+    if !undeclared.is_empty() {
+        bail!(
+            "{}: [base] packages: the base `{}` does not hold {} (its package database: {db_name}); add them as artifacts instead",
+            loaded.path.display(),
+            spec.base.source,
+            undeclared.join(", ")
+        );
+    }
     base_pkgs.append(&mut packages);
     base_pkgs.sort();
     let base_info = BaseInfo {
@@ -419,6 +434,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         images,
         profiles: spec.profiles.clone(),
         lint: report.findings.clone(),
+        lint_allow: spec.lint.allow.clone(),
         missing_requirements: Vec::new(),
         setid_files,
         outputs: outputs.clone(),
@@ -672,7 +688,7 @@ fn find_firstboot() -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("no static nodebake-firstboot found (set NODEBAKE_FIRSTBOOT or pass --firstboot; looked in {})", dir.display()))
 }
 
-fn load_profiles(dir: &Path, names: &[String]) -> Result<Vec<(RoleProfile, Vec<u8>)>> {
+pub fn load_profiles(dir: &Path, names: &[String]) -> Result<Vec<(RoleProfile, Vec<u8>)>> {
     let mut out = Vec::new();
     for n in names {
         let p = dir.join(format!("{n}.toml"));

@@ -172,6 +172,11 @@ enum Command {
         /// Directory of role profiles, for a spec [default: as `build`].
         #[arg(long)]
         profiles_dir: Option<PathBuf>,
+        /// For a spec: check only what its inputs declare (package names
+        /// and versions, destinations, image references, `[base]
+        /// packages`), without building; works before digests are pinned.
+        #[arg(long)]
+        inputs_only: bool,
     },
 }
 
@@ -599,6 +604,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store,
             lock,
             profiles_dir,
+            inputs_only,
         } => {
             let mut opts = nodebake::lint::Options {
                 ipvs,
@@ -612,6 +618,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let report = if target.is_dir() {
                 nodebake::lint::lint_output(&target, &opts)?
+            } else if inputs_only {
+                lint_inputs(&target, lock, profiles_dir, &opts)?
             } else {
                 lint_spec(&target, store, lock, profiles_dir, &opts)?
             };
@@ -664,4 +672,43 @@ fn lint_spec(
     report
         .lint
         .ok_or_else(|| anyhow::anyhow!("{}: the build returned no lint report", spec.display()))
+}
+
+/// `nodebake lint --inputs-only SPEC`: what the spec's inputs declare.
+fn lint_inputs(
+    spec: &std::path::Path,
+    lock: Option<PathBuf>,
+    profiles_dir: Option<PathBuf>,
+    opts: &nodebake::lint::Options,
+) -> anyhow::Result<nodebake::lint::Report> {
+    let loaded = nodebake::spec::LoadedSpec::load_with(spec, lock.as_deref(), true)?;
+    let dir = profiles_dir.unwrap_or_else(|| {
+        let beside = loaded.dir.join("profiles");
+        if beside.is_dir() {
+            beside
+        } else {
+            loaded.dir.join("..").join("profiles")
+        }
+    });
+    let profiles: Vec<_> = nodebake::build::load_profiles(&dir, &loaded.spec.profiles)?
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    let mut opts = opts.clone();
+    opts.allow.extend(loaded.spec.lint.allow.iter().cloned());
+    let findings = nodebake::lint::inputs::lint_inputs(&loaded.spec, &profiles, &opts)?;
+    Ok(nodebake::lint::Report {
+        image: format!(
+            "{} {} (inputs of {})",
+            loaded.spec.name,
+            loaded.spec.version,
+            spec.display()
+        ),
+        kubernetes_version: loaded.spec.kubernetes.version.clone(),
+        profiles: loaded.spec.profiles.clone(),
+        kernels: Vec::new(),
+        elf_checked: 0,
+        packages_checked: 0,
+        findings,
+    })
 }

@@ -40,6 +40,9 @@ pub struct Manifest {
     /// closure), found at bake time by the lint (`crate::lint`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lint: Vec<crate::lint::Finding>,
+    /// The spec's `[lint] allow`, which `nodebake lint DIR` applies too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lint_allow: Vec<String>,
     /// What manifests before the lint recorded instead (read, never written).
     #[serde(default, skip_serializing)]
     pub missing_requirements: Vec<String>,

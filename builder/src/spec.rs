@@ -102,6 +102,12 @@ pub struct Base {
     /// repository or the lock file pins it; `"locked"` defers to the lock.
     #[serde(default)]
     pub sha256: Option<String>,
+    /// Packages the base is known to hold (`coreutils-single`, `kmod`):
+    /// what `nodebake lint --inputs-only` counts on besides the
+    /// artifacts. Every build checks them against the base's package
+    /// database and fails naming any that is not there.
+    #[serde(default)]
+    pub packages: Vec<String>,
 }
 
 /// Where the kernel comes from.

@@ -22,6 +22,7 @@
 
 pub mod deps;
 pub mod elf;
+pub mod inputs;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
@@ -1062,6 +1063,9 @@ pub fn lint_output(dir: &Path, opts: &Options) -> Result<Report> {
         }
         .with_context(|| format!("reading {}", path.display()))?;
     }
+    let mut opts = opts.clone();
+    opts.allow.extend(m.lint_allow.iter().cloned());
+    let opts = &opts;
     let origins: HashMap<String, String> = m
         .files
         .iter()
