@@ -10,12 +10,10 @@
 use std::collections::BTreeSet;
 
 use anyhow::Result;
-use nodebake_contract::profile::{Role, RoleProfile};
+use nodebake_contract::profile::RoleProfile;
 
-use super::{
-    finding, how_to_add, kubeadm_commands, major_minor, Finding, Findings, Options, Severity,
-};
-use super::{AGENT, HAPROXY_MIN, KEEPALIVED_MIN};
+use super::{finding, how_to_add, major_minor, Finding, Findings, Options, Severity};
+use super::{profile_commands, HAPROXY_MIN, KEEPALIVED_MIN};
 use crate::spec::{ArtifactKind, ImageSpec};
 
 /// Packages (RPM or DEB names) that ship each command.
@@ -134,39 +132,7 @@ pub fn lint_inputs(
         )
     };
     for p in profiles {
-        let mut need: Vec<(&str, Severity, String)> = Vec::new();
-        for (cmd, mandatory) in kubeadm_commands(kminor) {
-            let (sev, what) = if mandatory {
-                (Severity::Error, "fails")
-            } else {
-                (Severity::Warning, "warns")
-            };
-            need.push((
-                cmd,
-                sev,
-                format!("kubeadm 1.{kminor} preflight ({what} without it)"),
-            ));
-        }
-        for cmd in AGENT {
-            need.push((cmd, Severity::Error, "nodebake-firstboot".into()));
-        }
-        if p.role == Role::Master {
-            need.push((
-                "etcdctl",
-                Severity::Error,
-                "nodebake-firstboot on masters (removes a rebuilt master's stale etcd member)"
-                    .into(),
-            ));
-        }
-        if p.load_balancer {
-            for cmd in ["keepalived", "haproxy"] {
-                need.push((
-                    cmd,
-                    Severity::Error,
-                    "the VIP and load balancer of the profile".into(),
-                ));
-            }
-        }
+        let mut need = profile_commands(p, kminor);
         need.push((
             "chronyd",
             Severity::Warning,

@@ -224,6 +224,44 @@ pub fn kubeadm_commands(minor: u32) -> Vec<(&'static str, bool)> {
     v
 }
 
+/// What a profile needs on the node's PATH, for Kubernetes `kminor`:
+/// (command, severity, who needs it).
+fn profile_commands(p: &RoleProfile, kminor: u32) -> Vec<(&'static str, Severity, String)> {
+    let mut need = Vec::new();
+    for (cmd, mandatory) in kubeadm_commands(kminor) {
+        let (sev, what) = if mandatory {
+            (Severity::Error, "fails")
+        } else {
+            (Severity::Warning, "warns")
+        };
+        need.push((
+            cmd,
+            sev,
+            format!("kubeadm 1.{kminor} preflight ({what} without it)"),
+        ));
+    }
+    for cmd in AGENT {
+        need.push((*cmd, Severity::Error, "nodebake-firstboot".to_string()));
+    }
+    if p.role == Role::Master {
+        need.push((
+            "etcdctl",
+            Severity::Error,
+            "nodebake-firstboot on masters (removes a rebuilt master's stale etcd member)".into(),
+        ));
+    }
+    if p.load_balancer {
+        for cmd in ["keepalived", "haproxy"] {
+            need.push((
+                cmd,
+                Severity::Error,
+                "the VIP and load balancer of the profile".into(),
+            ));
+        }
+    }
+    need
+}
+
 /// Commands nodebake-firstboot runs on every node.
 const AGENT: &[&str] = &["kubectl", "openssl", "timeout", "modprobe", "sysctl", "ctr"];
 
@@ -433,7 +471,7 @@ pub fn lint(img: &Image<'_>, opts: &Options) -> Result<Report> {
 
     // Commands.
     for p in &profiles {
-        let mut need = |cmd: &str, sev: Severity, who: String| {
+        for (cmd, sev, who) in profile_commands(p, kminor) {
             if !img.has_command(cmd) {
                 f.add(
                     Some(&p.name),
@@ -446,41 +484,6 @@ pub fn lint(img: &Image<'_>, opts: &Options) -> Result<Report> {
                     ),
                 );
             }
-        };
-        for (cmd, mandatory) in kubeadm_commands(kminor) {
-            if mandatory {
-                need(
-                    cmd,
-                    Severity::Error,
-                    format!("kubeadm 1.{kminor} preflight (fails without it)"),
-                );
-            } else {
-                need(
-                    cmd,
-                    Severity::Warning,
-                    format!("kubeadm 1.{kminor} preflight (warns without it)"),
-                );
-            }
-        }
-        for cmd in AGENT {
-            need(cmd, Severity::Error, "nodebake-firstboot".into());
-        }
-        if p.role == Role::Master {
-            need(
-                "etcdctl",
-                Severity::Error,
-                "nodebake-firstboot on masters (removes a rebuilt master's stale etcd member)"
-                    .into(),
-            );
-        }
-        if p.load_balancer {
-            for cmd in ["keepalived", "haproxy"] {
-                need(
-                    cmd,
-                    Severity::Error,
-                    "the VIP and load balancer of the profile".into(),
-                );
-            }
         }
     }
     for p in profiles.iter().filter(|p| p.load_balancer) {
@@ -488,7 +491,7 @@ pub fn lint(img: &Image<'_>, opts: &Options) -> Result<Report> {
             (
                 "haproxy",
                 HAPROXY_MIN,
-                "`option redispatch 1` in the rendered haproxy.cfg",
+                "`check-ssl` health checks in the rendered haproxy.cfg",
             ),
             (
                 "keepalived",
