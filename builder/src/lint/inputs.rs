@@ -185,11 +185,13 @@ pub fn lint_inputs(
         .filter(|a| a.kind == ArtifactKind::Image)
         .filter_map(|a| a.reference.clone())
         .collect();
-    baked.extend(
-        crate::kubeadm_images::resolve(spec)?
-            .into_iter()
-            .map(|i| i.reference),
-    );
+    if spec.kubernetes.images == crate::spec::ImagesMode::Auto {
+        baked.extend(
+            crate::kubeadm_images::resolve(spec)?
+                .into_iter()
+                .map(|i| i.reference),
+        );
+    }
     let baked_repo = baked
         .iter()
         .find(|r| {
@@ -203,7 +205,24 @@ pub fn lint_inputs(
         .clone()
         .or(baked_repo)
         .or(spec.kubernetes.image_repository.clone());
-    for want in crate::kubeadm_images::kubeadm_images(k8s, repo.as_deref())? {
+    let expected = match crate::kubeadm_images::kubeadm_images(k8s, repo.as_deref()) {
+        Ok(list) => list,
+        Err(e) => {
+            f.add(
+                None,
+                finding(
+                    "images".into(),
+                    Severity::Warning,
+                    format!("the images kubeadm {k8s} asks for are not known to nodebake ({e})"),
+                    "the check of the baked images".into(),
+                    "compare `kubeadm config images list` of that version with the spec by hand"
+                        .into(),
+                ),
+            );
+            Vec::new()
+        }
+    };
+    for want in expected {
         if !baked.contains(&want.reference) {
             f.add(
                 None,
@@ -242,6 +261,23 @@ pub fn lint_inputs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_beyond_the_image_table_is_a_warning_not_a_failure() {
+        let spec: ImageSpec = toml::from_str(
+            "spec_version = 1\nname = \"x\"\nversion = \"1\"\narch = \"x86_64\"\n\
+             [base]\nsource = \"b.tar\"\n[kubernetes]\nversion = \"1.40.0\"\n",
+        )
+        .unwrap();
+        let f = lint_inputs(&spec, &[], &Options::default()).unwrap();
+        let images = f.iter().find(|f| f.id == "images").unwrap();
+        assert_eq!(images.severity, Severity::Warning);
+        assert!(images.requirement.contains("1.40.0"), "{images:?}");
+        assert!(!f.iter().any(|f| f.id.starts_with("image:")), "{f:?}");
+        assert!(f
+            .iter()
+            .any(|f| f.id == "kernel-config" && f.severity == Severity::Error));
+    }
 
     #[test]
     fn package_names_and_versions_come_from_file_names() {
