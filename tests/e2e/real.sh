@@ -118,7 +118,12 @@ SPEC=$WORK/e2e-real.toml
 sed -e 's/^formats = .*/formats = ["disk"]/' -e 's/^name = "demo"/name = "e2e-real"/' \
   -e 's/^version = "1.20.2"/version = "1.28.7"/' \
   "$REPO/images/demo.toml" >"$SPEC"
-grep -q 'boot/config-\*' "$SPEC" || fail "could not add the kernel config to the spec (kubeadm's SystemVerification reads it)"
+grep -q 'boot/config-\*' "$SPEC" || fail "the demo spec lost the kernel config (kubeadm's SystemVerification reads it)"
+# Everything kubeadm preflight and the agent need must be in the image
+# (nodebake lint fails the build); CoreDNS cannot be had here, its addon
+# phase is skipped.
+sed -i 's/^allow = \["requires:linux-base"/level = "error"\nallow = ["image:coredns", "requires:linux-base"/' "$SPEC"
+grep -q '^level = "error"' "$SPEC" || fail "could not set [lint] level = \"error\" in the spec"
 {
   cat "$REPO/tests/e2e/real/node.toml"
   art() { # name kind source dest mode [overwrite] [reference]
@@ -138,9 +143,6 @@ grep -q 'boot/config-\*' "$SPEC" || fail "could not add the kernel config to the
     art "k8s-$(basename "$file" .tar | tr '_.' '--')" image "$IMAGES/$file" "" "" "" "$ref"
   done <"$IMAGES/images.tsv"
   printf '\n[outputs.disk]\nfree = "3G"\n'
-  # Everything kubeadm preflight and the agent need must be in the image
-  # (nodebake lint); CoreDNS cannot be had here, its addon phase is skipped.
-  printf '\n[lint]\nlevel = "error"\nallow = ["image:coredns"]\n'
 } >>"$SPEC"
 T_BUILD=$(date +%s.%N)
 "$REPO/target/release/nodebake" build "$SPEC" --quiet --profiles-dir "$REPO/profiles" --lock "$NODEBAKE_DEMO_CACHE/demo.lock" \
