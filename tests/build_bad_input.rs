@@ -372,20 +372,6 @@ fn dynamic_firstboot_is_refused() {
     assert!(!c.path("out").exists());
 }
 
-/// The real EL9 root filesystem fixture (aarch64).
-pub fn el9_fixture() -> PathBuf {
-    let candidates = [
-        std::env::var_os("NODEBAKE_FIXTURES")
-            .map(|d| PathBuf::from(d).join("el/almalinux-9-micro-aarch64.tar.xz")),
-        Some(repo().join("../shared/fixtures/el/almalinux-9-micro-aarch64.tar.xz")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("EL9 fixture not found (set NODEBAKE_FIXTURES)"))
-}
-
 /// Runs a rootfs build of a small valid spec into `out`.
 fn build_into(c: &Case, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
     let spec = c.path("ok.toml");

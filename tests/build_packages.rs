@@ -7,18 +7,6 @@ use std::process::Command;
 
 use nodebake_suite::*;
 
-fn el9_fixture() -> PathBuf {
-    [
-        std::env::var_os("NODEBAKE_FIXTURES")
-            .map(|d| PathBuf::from(d).join("el/almalinux-9-micro-aarch64.tar.xz")),
-        Some(repo().join("../shared/fixtures/el/almalinux-9-micro-aarch64.tar.xz")),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|p| p.is_file())
-    .expect("EL9 fixture (set NODEBAKE_FIXTURES)")
-}
-
 fn build(spec: &Path, out: &Path, store: &Path, firstboot: bool) {
     let mut cmd = Command::new(bin("nodebake"));
     cmd.arg("build")

@@ -8,18 +8,6 @@ use std::process::Command;
 
 use nodebake_suite::*;
 
-fn el9_fixture() -> PathBuf {
-    [
-        std::env::var_os("NODEBAKE_FIXTURES")
-            .map(|d| PathBuf::from(d).join("el/almalinux-9-micro-aarch64.tar.xz")),
-        Some(repo().join("../shared/fixtures/el/almalinux-9-micro-aarch64.tar.xz")),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|p| p.is_file())
-    .expect("EL9 fixture (set NODEBAKE_FIXTURES)")
-}
-
 const RPM_SPEC: &str = r#"
 Name: nbreq
 Version: 1

@@ -327,3 +327,17 @@ pub fn real_kubernetes() -> Option<PathBuf> {
     eprintln!("SKIPPED: no real Kubernetes binaries: {why}");
     None
 }
+
+/// The real EL9 root filesystem fixture (aarch64): `$NODEBAKE_FIXTURES/el/`
+/// or `../shared/fixtures/el/` beside the repository.
+pub fn el9_fixture() -> PathBuf {
+    [
+        std::env::var_os("NODEBAKE_FIXTURES")
+            .map(|d| PathBuf::from(d).join("el/almalinux-9-micro-aarch64.tar.xz")),
+        Some(repo().join("../shared/fixtures/el/almalinux-9-micro-aarch64.tar.xz")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.is_file())
+    .unwrap_or_else(|| panic!("EL9 fixture not found (set NODEBAKE_FIXTURES)"))
+}

@@ -12,8 +12,8 @@ use std::collections::BTreeSet;
 use anyhow::Result;
 use nodebake_contract::profile::RoleProfile;
 
+use super::{expected_images, profile_commands, HAPROXY_MIN, KEEPALIVED_MIN};
 use super::{finding, how_to_add, major_minor, Finding, Findings, Options, Severity};
-use super::{profile_commands, HAPROXY_MIN, KEEPALIVED_MIN};
 use crate::spec::{ArtifactKind, ImageSpec};
 
 /// Packages (RPM or DEB names) that ship each command.
@@ -205,23 +205,7 @@ pub fn lint_inputs(
         .clone()
         .or(baked_repo)
         .or(spec.kubernetes.image_repository.clone());
-    let expected = match crate::kubeadm_images::kubeadm_images(k8s, repo.as_deref()) {
-        Ok(list) => list,
-        Err(e) => {
-            f.add(
-                None,
-                finding(
-                    "images".into(),
-                    Severity::Warning,
-                    format!("the images kubeadm {k8s} asks for are not known to nodebake ({e})"),
-                    "the check of the baked images".into(),
-                    "compare `kubeadm config images list` of that version with the spec by hand"
-                        .into(),
-                ),
-            );
-            Vec::new()
-        }
-    };
+    let expected = expected_images(k8s, repo.as_deref(), &mut f);
     for want in expected {
         if !baked.contains(&want.reference) {
             f.add(
